@@ -1,0 +1,269 @@
+/*
+ * VMA archive format: writer and reader
+ *
+ * A VMA archive holds the disks of one virtual machine (up to 254 streams
+ * plus an optional "vmstate" stream with the RAM state) and up to 256 small
+ * config files.  It is written in one sequential pass: a header that lists
+ * every stream and config, then extents of up to 59 clusters of 64 KiB, in
+ * any cluster order.  All-zero 4 KiB blocks are not stored.  See
+ * docs/specs/vma_spec.txt for the byte layout.
+ *
+ * This library is plain C11 + GLib.  It does no I/O of its own: the writer
+ * hands finished bytes to an output callback and the reader pulls bytes
+ * through an input callback, so the same code serves files, pipes, FIFOs,
+ * compressed streams and QEMU coroutines.
+ *
+ * Copyright (c) the VMA backup authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#ifndef BLOCK_VMA_H
+#define BLOCK_VMA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <glib.h>
+
+/* Format constants */
+#define VMA_BLOCK_SIZE              4096
+#define VMA_BLOCKS_PER_CLUSTER      16
+#define VMA_CLUSTER_SIZE            (VMA_BLOCK_SIZE * VMA_BLOCKS_PER_CLUSTER)
+#define VMA_EXTENT_HEADER_SIZE      512
+/* Slots in an extent header; readers accept them all */
+#define VMA_MAX_EXTENT_CLUSTERS     59
+/* The writer flushes an extent once it holds this many clusters */
+#define VMA_WRITER_EXTENT_CLUSTERS  58
+#define VMA_HEADER_FIXED_SIZE       12288
+#define VMA_MAX_DEVICES             256  /* table slots; dev_id 0 is unused */
+#define VMA_MAX_CONFIGS             256
+#define VMA_MAX_BLOB_SIZE           65535
+#define VMA_MAX_CLUSTERS_PER_DEVICE (UINT64_C(1) << 32)
+#define VMA_VMSTATE_NAME            "vmstate"
+#define VMA_UUID_SIZE               16
+#define VMA_UUID_STR_SIZE           37   /* 36 characters and a NUL */
+
+/* Error domain of every GError this library returns */
+#define VMA_ERROR vma_error_quark()
+GQuark vma_error_quark(void);
+
+typedef enum VmaErrorCode {
+    VMA_ERROR_INVALID_ARGUMENT, /* caller misuse: bad name, size, order... */
+    VMA_ERROR_IO,               /* the input or output callback failed */
+    VMA_ERROR_FORMAT,           /* the archive breaks the format */
+    VMA_ERROR_TRUNCATED,        /* the archive ends early or misses clusters */
+    VMA_ERROR_ABORTED,          /* the caller gave up (vma_writer_set_error) */
+} VmaErrorCode;
+
+/* Format @uuid as the usual 36-character lower case string */
+void vma_uuid_unparse(const uint8_t uuid[VMA_UUID_SIZE],
+                      char out[VMA_UUID_STR_SIZE]);
+
+/*
+ * Is @name acceptable as a file name in an extract directory?  False for
+ * an empty name, ".", "..", a name containing '/' or a control character.
+ * Archives may contain such names (the format allows any bytes); the writer
+ * refuses to create them and extractors must not use them as paths.
+ */
+bool vma_name_is_safe(const char *name);
+
+/* ------------------------------------------------------------------------ */
+/* Writer                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Output callback: write all @len bytes of @buf to the archive.  Returns 0
+ * on success or a negative errno; any error is sticky for the writer.  The
+ * writer calls it synchronously from vma_writer_write_cluster(),
+ * vma_writer_write_zero_clusters() and vma_writer_finish(); @buf is only
+ * valid during the call.
+ *
+ * The callback may wait for its output to drain (block, or yield a
+ * coroutine): the writer never waits on its own.
+ */
+typedef int (*VmaOutputFunc)(void *opaque, const void *buf, size_t len);
+
+typedef struct VmaWriter VmaWriter;
+
+/* Progress of one stream, for progress reports */
+typedef struct VmaStreamStats {
+    uint64_t size;          /* registered size in bytes */
+    uint64_t transferred;   /* device bytes accounted for so far */
+    uint64_t zero_bytes;    /* of which were zero (not stored) */
+    uint64_t clusters_done; /* clusters written */
+    uint64_t clusters;      /* clusters the stream has (0 for vmstate) */
+} VmaStreamStats;
+
+/*
+ * Threading contract: a VmaWriter is not thread-safe.  The caller makes sure
+ * that one call at a time runs on a given writer (in QEMU: a CoMutex held
+ * across each call, since the output callback may yield).  Different writers
+ * are independent.
+ *
+ * Life cycle:
+ *   1. vma_writer_new()
+ *   2. vma_writer_add_config(), vma_writer_register_stream(),
+ *      vma_writer_register_vmstate(), in any order
+ *   3. vma_writer_write_cluster() / vma_writer_write_zero_clusters() for any
+ *      stream in any order (vmstate in order); the first of these calls
+ *      writes the header, after which nothing can be registered
+ *   4. vma_writer_finish() to write the last extent, or just
+ *      vma_writer_free() to abandon the archive
+ */
+
+/* @uuid: archive identity; @ctime: creation time in seconds since the epoch */
+VmaWriter *vma_writer_new(const uint8_t uuid[VMA_UUID_SIZE], int64_t ctime,
+                          VmaOutputFunc output, void *opaque);
+void vma_writer_free(VmaWriter *w);
+
+/*
+ * Store a config file.  @name must be vma_name_is_safe() and unique; @len at
+ * most VMA_MAX_BLOB_SIZE; at most VMA_MAX_CONFIGS configs.
+ */
+bool vma_writer_add_config(VmaWriter *w, const char *name,
+                           const void *data, size_t len, GError **errp);
+
+/*
+ * Register a disk of @size bytes (> 0, at most 2^32 clusters).  @name must be
+ * vma_name_is_safe(), unique and not "vmstate".  Returns the stream's dev_id
+ * (1..254) or 0 on error.
+ */
+uint8_t vma_writer_register_stream(VmaWriter *w, const char *name,
+                                   uint64_t size, GError **errp);
+
+/*
+ * Register the RAM state stream.  Its length is not known in advance:
+ * @max_size (> 0) is an upper bound and is what the header records.  Its
+ * clusters must be written in order from 0; each one but the last must be
+ * full.  Returns the dev_id or 0 on error.
+ */
+uint8_t vma_writer_register_vmstate(VmaWriter *w, uint64_t max_size,
+                                    GError **errp);
+
+/*
+ * Write cluster @cluster_num of stream @dev_id.  @len is VMA_CLUSTER_SIZE,
+ * or less for the last cluster of a disk (then exactly the bytes up to the
+ * disk's end) or of the vmstate stream.  @buf == NULL means all zero.  Zero
+ * 4 KiB blocks are detected and not stored.  Every disk cluster must be
+ * written exactly once.
+ */
+bool vma_writer_write_cluster(VmaWriter *w, uint8_t dev_id,
+                              uint64_t cluster_num, const void *buf,
+                              size_t len, GError **errp);
+
+/* Record @count zero clusters of disk @dev_id from @first_cluster on */
+bool vma_writer_write_zero_clusters(VmaWriter *w, uint8_t dev_id,
+                                    uint64_t first_cluster, uint64_t count,
+                                    GError **errp);
+
+/*
+ * Write the pending extent and the archive's end.  Fails, writing nothing,
+ * if a disk cluster is missing.  After success the writer accepts nothing
+ * more.  Writes the header if no cluster was written (an archive of configs
+ * only).
+ */
+bool vma_writer_finish(VmaWriter *w, GError **errp);
+
+/*
+ * Make the writer fail from now on (e.g. the backup was cancelled): every
+ * later call returns this error.  The first error is kept; later ones are
+ * ignored.
+ */
+void vma_writer_set_error(VmaWriter *w, const char *fmt, ...)
+    G_GNUC_PRINTF(2, 3);
+
+/* The sticky error, or NULL.  Owned by the writer. */
+const GError *vma_writer_get_error(VmaWriter *w);
+
+/* Progress of stream @dev_id; false if there is no such stream */
+bool vma_writer_get_stream_stats(VmaWriter *w, uint8_t dev_id,
+                                 VmaStreamStats *stats);
+
+/* Bytes handed to the output callback so far */
+uint64_t vma_writer_get_bytes_written(VmaWriter *w);
+
+/* ------------------------------------------------------------------------ */
+/* Reader                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Input callback: read up to @len bytes into @buf.  Returns the number of
+ * bytes read (0 only at the end of the archive) or a negative errno.  Short
+ * reads are fine: the reader calls again.
+ */
+typedef ssize_t (*VmaInputFunc)(void *opaque, void *buf, size_t len);
+
+typedef struct VmaReader VmaReader;
+
+typedef struct VmaDeviceInfo {
+    uint8_t dev_id;
+    const char *name;     /* as stored; check vma_name_is_safe() */
+    uint64_t size;        /* bytes; an upper bound for vmstate */
+    bool is_vmstate;
+} VmaDeviceInfo;
+
+typedef struct VmaConfigInfo {
+    const char *name;     /* as stored; check vma_name_is_safe() */
+    const uint8_t *data;
+    size_t len;
+} VmaConfigInfo;
+
+/*
+ * Called once per cluster of the archive, in archive order, after the
+ * extent holding it was fully read and validated.
+ *
+ * @data: the cluster's @len bytes (@len is VMA_CLUSTER_SIZE, or less for a
+ * device's last cluster); blocks that are not stored read as zero.  NULL
+ * when @mask is 0 (the whole cluster is zero).  Valid during the call only.
+ * @mask: bit i set means block i was stored (may still contain zeroes).
+ *
+ * Return false with @errp set to stop reading; vma_reader_run() then fails
+ * with that error.
+ */
+typedef bool (*VmaClusterFunc)(void *opaque, const VmaDeviceInfo *dev,
+                               uint64_t cluster_num, uint16_t mask,
+                               const uint8_t *data, size_t len,
+                               GError **errp);
+
+/*
+ * Read and validate the archive header.  Error messages name the offset in
+ * the archive of what is wrong.
+ */
+VmaReader *vma_reader_new(VmaInputFunc input, void *opaque, GError **errp);
+/* Same, reading from a file descriptor (file, pipe, FIFO, stdin) */
+VmaReader *vma_reader_new_fd(int fd, GError **errp);
+void vma_reader_free(VmaReader *r);
+
+void vma_reader_get_uuid(VmaReader *r, uint8_t uuid[VMA_UUID_SIZE]);
+int64_t vma_reader_get_ctime(VmaReader *r);
+/* Size of the header, i.e. the offset of the first extent */
+uint64_t vma_reader_get_header_size(VmaReader *r);
+
+/* Configs in slot order */
+unsigned vma_reader_get_config_count(VmaReader *r);
+const VmaConfigInfo *vma_reader_get_config(VmaReader *r, unsigned index);
+/* The config called @name, or NULL */
+const VmaConfigInfo *vma_reader_find_config(VmaReader *r, const char *name);
+
+/* Devices in dev_id order */
+unsigned vma_reader_get_device_count(VmaReader *r);
+const VmaDeviceInfo *vma_reader_get_device(VmaReader *r, unsigned index);
+/* The device with @dev_id, or NULL */
+const VmaDeviceInfo *vma_reader_find_device(VmaReader *r, uint8_t dev_id);
+
+/*
+ * Read every extent to the end of the archive, validating each, and call
+ * @func (may be NULL: verify only) for every cluster.  At the end checks
+ * that every cluster of every disk was present exactly once; a missing one
+ * (a truncated archive, even cut exactly between extents) is an error.
+ * Can be called once.
+ */
+bool vma_reader_run(VmaReader *r, VmaClusterFunc func, void *opaque,
+                    GError **errp);
+
+/* Archive bytes consumed so far (for progress) */
+uint64_t vma_reader_get_offset(VmaReader *r);
+
+#endif /* BLOCK_VMA_H */
