@@ -1,0 +1,76 @@
+#!/bin/bash
+# Benchmark `vma create` and `vma extract` against `cp --sparse=always` of
+# the same image, side by side in one run, on tmpfs (everything in page
+# cache).  Prints a markdown table: median wall time of REPEAT runs, the
+# ratio to cp, and peak RSS.
+#
+# Usage: bench/bench-vma-tool.sh [vma binary]   (default build/vma)
+# Env:   REPEAT (default 5), BENCH_DIR (default a new dir under /dev/shm)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VMA=$(realpath "${1:-build/vma}")
+REPEAT=${REPEAT:-5}
+DIR=${BENCH_DIR:-$(mktemp -d /dev/shm/vma-bench.XXXXXX)}
+trap 'rm -rf "$DIR"' EXIT
+
+# make_image <path> <size MiB> <data MiB every 128 MiB>
+make_image() {
+    local path=$1 size_mib=$2 data_mib=$3
+    truncate -s "${size_mib}M" "$path"
+    for ((off = 0; off < size_mib; off += 128)); do
+        head -c "${data_mib}M" /dev/urandom |
+            dd of="$path" bs=1M seek="$off" conv=notrunc status=none
+    done
+}
+
+# time_cmd <out var prefix> <cmd...>: sets <prefix>_s and <prefix>_kb
+time_cmd() {
+    local prefix=$1; shift
+    local tfile=$DIR/time.out
+    /usr/bin/time -f '%e %M' -o "$tfile" "$@" >/dev/null
+    read -r "${prefix}_s" "${prefix}_kb" <"$tfile"
+}
+
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+
+# bench_image <label> <image>
+bench_image() {
+    local label=$1 img=$2
+    local cp_t=() cr_t=() ex_t=() cpx_t=() cr_rss=0 ex_rss=0
+    cat "$img" >/dev/null
+    for ((i = 0; i < REPEAT; i++)); do
+        rm -rf "$DIR/copy.raw" "$DIR/a.vma" "$DIR/x" "$DIR/copy2.raw"
+        time_cmd cp cp --sparse=always "$img" "$DIR/copy.raw"
+        time_cmd cr "$VMA" create "$DIR/a.vma" -d "format=raw:disk=$img"
+        time_cmd cpx cp --sparse=always "$DIR/copy.raw" "$DIR/copy2.raw"
+        time_cmd ex "$VMA" extract "$DIR/a.vma" "$DIR/x"
+        cmp "$img" "$DIR/x/disk-disk.raw"
+        cp_t+=("$cp_s"); cr_t+=("$cr_s"); cpx_t+=("$cpx_s"); ex_t+=("$ex_s")
+        ((cr_kb > cr_rss)) && cr_rss=$cr_kb
+        ((ex_kb > ex_rss)) && ex_rss=$ex_kb
+    done
+    local cp cr cpx ex
+    cp=$(median "${cp_t[@]}"); cr=$(median "${cr_t[@]}")
+    cpx=$(median "${cpx_t[@]}"); ex=$(median "${ex_t[@]}")
+    local archive_mib
+    archive_mib=$(( $(stat -c %s "$DIR/a.vma") / 1048576 ))
+    printf '| %s | create | %.2f s | %.2f s | %.2fx | %.1f MiB |\n' \
+        "$label" "$cr" "$cp" "$(echo "$cr / ($cp + 0.001)" | bc -l)" \
+        "$(echo "$cr_rss / 1024" | bc -l)"
+    printf '| %s | extract | %.2f s | %.2f s | %.2fx | %.1f MiB |\n' \
+        "$label" "$ex" "$cpx" "$(echo "$ex / ($cpx + 0.001)" | bc -l)" \
+        "$(echo "$ex_rss / 1024" | bc -l)"
+    echo "|  | (archive $archive_mib MiB) | | | | |"
+}
+
+echo "vma tool benchmark: $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r), REPEAT=$REPEAT, on tmpfs"
+echo
+echo "| image | operation | vma | cp --sparse=always | ratio | vma peak RSS |"
+echo "|---|---|---|---|---|---|"
+make_image "$DIR/2g.raw" 2048 64       # 1 GiB random, 1 GiB holes
+bench_image "2 GiB (1 GiB random, 1 GiB holes)" "$DIR/2g.raw"
+rm -f "$DIR/2g.raw"
+make_image "$DIR/16g.raw" 16384 1      # 128 MiB random, the rest holes
+bench_image "16 GiB (128 MiB random, rest holes)" "$DIR/16g.raw"
