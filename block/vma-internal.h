@@ -43,7 +43,8 @@
 
 /*
  * Headers larger than this are refused.  The largest legitimate blob buffer
- * (511 blobs of 65535 bytes) is about 32 MiB.
+ * (256 config names, 256 config bodies and 255 device names, each at most
+ * 65535 bytes) is about 48 MiB.
  */
 #define VMA_MAX_HEADER_SIZE    (VMA_HEADER_FIXED_SIZE + 64 * 1024 * 1024)
 
