@@ -1,0 +1,32 @@
+/*
+ * vma tool: `-v` progress reports on stderr
+ *
+ * Copyright (c) the VMA backup authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#ifndef VMA_PROGRESS_H
+#define VMA_PROGRESS_H
+
+#include <stdint.h>
+#include <glib.h>
+
+typedef struct VmaProgress VmaProgress;
+
+/*
+ * Report progress of @what (e.g. "extract") towards @total bytes; 0 means
+ * the total is unknown.  Every function accepts NULL (no reports).
+ */
+VmaProgress *vma_progress_new(const char *what, uint64_t total);
+void vma_progress_free(VmaProgress *p);
+
+/* @done bytes so far; prints a line at most twice a second */
+void vma_progress_update(VmaProgress *p, uint64_t done);
+
+/* Print the final line */
+void vma_progress_finish(VmaProgress *p, uint64_t done);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmaProgress, vma_progress_free)
+
+#endif /* VMA_PROGRESS_H */
