@@ -40,17 +40,32 @@ bench_image() {
     local label=$1 img=$2
     local cp_t=() cr_t=() ex_t=() cpx_t=() cr_rss=0 ex_rss=0
     cat "$img" >/dev/null
+    # Each timed command first gets its output removed, and the order of
+    # vma and cp alternates between rounds, so neither always runs on
+    # freshly freed memory.
+    cp --sparse=always "$img" "$DIR/ref.raw"
     for ((i = 0; i < REPEAT; i++)); do
-        rm -rf "$DIR/copy.raw" "$DIR/a.vma" "$DIR/x" "$DIR/copy2.raw"
-        time_cmd cp cp --sparse=always "$img" "$DIR/copy.raw"
-        time_cmd cr "$VMA" create "$DIR/a.vma" -d "format=raw:disk=$img"
-        time_cmd cpx cp --sparse=always "$DIR/copy.raw" "$DIR/copy2.raw"
-        time_cmd ex "$VMA" extract "$DIR/a.vma" "$DIR/x"
-        cmp "$img" "$DIR/x/disk-disk.raw"
+        local pair
+        for pair in $( ((i % 2)) && echo "vma cp" || echo "cp vma"); do
+            if [ "$pair" = cp ]; then
+                rm -f "$DIR/copy.raw"
+                time_cmd cp cp --sparse=always "$img" "$DIR/copy.raw"
+                rm -f "$DIR/copy.raw"
+                time_cmd cpx cp --sparse=always "$DIR/ref.raw" "$DIR/copy.raw"
+                rm -f "$DIR/copy.raw"
+            else
+                rm -rf "$DIR/a.vma" "$DIR/x"
+                time_cmd cr "$VMA" create "$DIR/a.vma" -d "format=raw:disk=$img"
+                time_cmd ex "$VMA" extract "$DIR/a.vma" "$DIR/x"
+                cmp "$img" "$DIR/x/disk-disk.raw"
+                rm -rf "$DIR/x"
+            fi
+        done
         cp_t+=("$cp_s"); cr_t+=("$cr_s"); cpx_t+=("$cpx_s"); ex_t+=("$ex_s")
         ((cr_kb > cr_rss)) && cr_rss=$cr_kb
         ((ex_kb > ex_rss)) && ex_rss=$ex_kb
     done
+    rm -f "$DIR/ref.raw"
     local cp cr cpx ex
     cp=$(median "${cp_t[@]}"); cr=$(median "${cr_t[@]}")
     cpx=$(median "${cpx_t[@]}"); ex=$(median "${ex_t[@]}")
