@@ -45,10 +45,11 @@ typedef struct BackupVmaDevice {
     uint8_t dev_id;
     uint64_t size;
     BlockJob *job;              /* NULL before creation and once completed */
+    bool cancel_sent;           /* job_cancel_locked() was called */
 } BackupVmaDevice;
 
 struct BackupVmaState {
-    int refcnt;
+    int refcnt;                 /* atomic: the sinks take one for a BH */
     BackupVmaArchive archive;
     BackupVmaDevice *devs;
     unsigned n_devs;
@@ -76,9 +77,14 @@ static struct {
     bool finishing;
 } backup_status;
 
+static void backup_vma_ref(BackupVmaState *s)
+{
+    qatomic_inc(&s->refcnt);
+}
+
 static void backup_vma_unref(BackupVmaState *s)
 {
-    if (--s->refcnt > 0) {
+    if (qatomic_fetch_dec(&s->refcnt) > 1) {
         return;
     }
     for (unsigned i = 0; i < s->n_devs; i++) {
@@ -150,6 +156,8 @@ int coroutine_fn backup_vma_archive_write(BackupVmaArchive *a,
     qatomic_add(&a->zero_bytes, after.zero_bytes - before.zero_bytes);
     if (!ok) {
         if (!qatomic_xchg(&a->failed, true)) {
+            /* The BH holds a reference: the jobs may all end before it runs */
+            backup_vma_ref(a->fail_opaque);
             aio_bh_schedule_oneshot(qemu_get_aio_context(), a->fail_cb,
                                     a->fail_opaque);
         }
@@ -210,15 +218,22 @@ static void backup_vma_jobs_done(BackupVmaState *s)
     qemu_coroutine_enter(qemu_coroutine_create(backup_vma_finish_co, s));
 }
 
-/* Cancel every job that has not completed yet; main loop */
+/*
+ * Cancel every job that has not completed yet; main loop.  Completing a job
+ * polls BHs (graph changes), so this can be re-entered for the same jobs:
+ * each job is cancelled once.
+ */
 static void backup_vma_cancel_jobs(BackupVmaState *s)
 {
-    s->refcnt++;
+    backup_vma_ref(s);
     for (unsigned i = 0; i < s->n_devs; i++) {
-        /* Completing a job that never started calls its callback here */
-        if (s->devs[i].job) {
+        BackupVmaDevice *dev = &s->devs[i];
+
+        if (dev->job && !dev->cancel_sent) {
+            dev->cancel_sent = true;
+            /* A job that never started completes (and calls back) here */
             WITH_JOB_LOCK_GUARD() {
-                job_cancel_locked(&s->devs[i].job->job, true);
+                job_cancel_locked(&dev->job->job, true);
             }
         }
     }
@@ -246,7 +261,7 @@ static void backup_vma_abort(BackupVmaState *s, const char *msg)
     }
     s->aborting = true;
     backup_vma_output_cancel(s->archive.output);
-    s->refcnt++;
+    backup_vma_ref(s);
     aio_bh_schedule_oneshot(qemu_get_aio_context(), backup_vma_cancel_jobs_bh,
                             s);
 }
@@ -606,7 +621,7 @@ void qmp_backup_cancel(Error **errp)
     if (!s) {
         return;
     }
-    s->refcnt++;
+    backup_vma_ref(s);
     s->cancelled = true;
     backup_vma_abort(s, "backup cancelled");
     backup_vma_cancel_jobs(s);
