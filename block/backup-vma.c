@@ -309,13 +309,28 @@ static void backup_vma_job_cb(void *opaque, int ret)
 
 /* Setting up */
 
-/* The name a disk gets in the archive */
+/*
+ * The name a disk gets in the archive: the drive's name (-drive id=), else
+ * its node name if the user gave one, else the device it is attached to
+ * (a QOM path for devices without an id, made into a file name).
+ */
 static char *backup_vma_disk_name(BlockBackend *blk)
 {
+    const char *node_name = bdrv_get_node_name(blk_bs(blk));
+    g_autofree char *dev_id = NULL;
+    const char *rel;
+
     if (blk_name(blk)[0]) {
         return g_strdup(blk_name(blk));
     }
-    return blk_get_attached_dev_id(blk);
+    if (node_name[0] && node_name[0] != '#') {
+        return g_strdup(node_name);
+    }
+    dev_id = blk_get_attached_dev_id(blk);
+    if (!strstart(dev_id, "/machine/peripheral/", &rel)) {
+        rel = dev_id;
+    }
+    return g_strdelimit(g_strdup(rel), "/", '-');
 }
 
 static bool backup_vma_add_device(GArray *devs, const char *name,
