@@ -34,6 +34,8 @@
 #include "block/backup-vma.h"
 
 #define BACKUP_VMA_DEFAULT_WORKERS 64
+/* Below common guest driver timeouts (Linux: 30 s per try, a few tries) */
+#define BACKUP_VMA_DEFAULT_CBW_TIMEOUT 45
 
 typedef struct BackupVmaState BackupVmaState;
 
@@ -44,6 +46,7 @@ typedef struct BackupVmaDevice {
     BlockDriverState *sink;     /* reference held */
     uint8_t dev_id;
     uint64_t size;
+    BackupVmaFleecing fleecing; /* all NULL without fleecing */
     BlockJob *job;              /* NULL before creation and once completed */
     bool cancel_sent;           /* job_cancel_locked() was called */
 } BackupVmaDevice;
@@ -204,6 +207,7 @@ static void coroutine_fn backup_vma_finish_co(void *opaque)
 static void backup_vma_jobs_done(BackupVmaState *s)
 {
     for (unsigned i = 0; i < s->n_devs; i++) {
+        backup_vma_fleecing_stop(&s->devs[i].fleecing);
         bdrv_unref(s->devs[i].sink);
         s->devs[i].sink = NULL;
         bdrv_unref(s->devs[i].source);
@@ -429,7 +433,8 @@ static bool backup_vma_add_config(VmaWriter *w, const char *path,
 
 /* Create the sinks and, in one drained section, all jobs */
 static bool backup_vma_create_jobs(BackupVmaState *s, int64_t speed,
-                                   int64_t max_workers, Error **errp)
+                                   int64_t max_workers, uint32_t cbw_timeout,
+                                   Error **errp)
 {
     BackupPerf perf = { .max_workers = max_workers };
     bool ok = true;
@@ -448,14 +453,25 @@ static bool backup_vma_create_jobs(BackupVmaState *s, int64_t speed,
     for (unsigned i = 0; ok && i < s->n_devs; i++) {
         BackupVmaDevice *dev = &s->devs[i];
         g_autofree char *job_id = g_strdup_printf("vma-backup-%s", dev->name);
+        BlockDriverState *source = dev->source;
+        bool fleecing = dev->fleecing.image != NULL;
 
         if (!id_wellformed(job_id)) {
             g_free(job_id);
             job_id = g_strdup_printf("vma-backup-%u", dev->dev_id);
         }
-        dev->job = backup_job_create(job_id, dev->source, dev->sink, speed,
+        if (fleecing) {
+            source = backup_vma_fleecing_start(&dev->fleecing, dev->source,
+                                               cbw_timeout, errp);
+            if (!source) {
+                ok = false;
+                break;
+            }
+        }
+        /* With fleecing, what was saved is discarded from the image */
+        dev->job = backup_job_create(job_id, source, dev->sink, speed,
                                      MIRROR_SYNC_MODE_FULL, NULL,
-                                     BITMAP_SYNC_MODE_NEVER, false, false,
+                                     BITMAP_SYNC_MODE_NEVER, false, fleecing,
                                      NULL, &perf,
                                      BLOCKDEV_ON_ERROR_REPORT,
                                      BLOCKDEV_ON_ERROR_REPORT,
@@ -469,6 +485,56 @@ static bool backup_vma_create_jobs(BackupVmaState *s, int64_t speed,
 }
 
 /*
+ * Find the fleecing image of each disk that gets one: from @images, or
+ * "<device>-fleecing" for all disks with @fleecing.  Nothing changes yet.
+ */
+static bool backup_vma_prepare_fleecing(BackupVmaState *s, bool fleecing,
+                                        BackupFleecingImageList *images,
+                                        bool have_devlist, Error **errp)
+{
+    if ((fleecing || images) && !have_devlist) {
+        error_setg(errp, "fleecing needs an explicit devlist");
+        return false;
+    }
+    for (BackupFleecingImageList *l = images; l; l = l->next) {
+        unsigned i;
+
+        for (i = 0; i < s->n_devs; i++) {
+            if (!strcmp(s->devs[i].name, l->value->device)) {
+                break;
+            }
+        }
+        if (i == s->n_devs) {
+            error_setg(errp, "fleecing image for '%s', which is not in "
+                       "devlist", l->value->device);
+            return false;
+        }
+        if (s->devs[i].fleecing.image) {
+            error_setg(errp, "two fleecing images for '%s'",
+                       l->value->device);
+            return false;
+        }
+        if (!backup_vma_fleecing_prepare(&s->devs[i].fleecing,
+                                         s->devs[i].source, s->devs[i].name,
+                                         l->value->node, errp)) {
+            return false;
+        }
+    }
+    for (unsigned i = 0; fleecing && i < s->n_devs; i++) {
+        g_autofree char *node = g_strdup_printf("%s-fleecing",
+                                                s->devs[i].name);
+
+        if (!s->devs[i].fleecing.image &&
+            !backup_vma_fleecing_prepare(&s->devs[i].fleecing,
+                                         s->devs[i].source, s->devs[i].name,
+                                         node, errp)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
  * Undo a backup that failed before its first job started.  The status of
  * the previous backup stays as it was.
  */
@@ -479,6 +545,7 @@ static void backup_vma_setup_failed(BackupVmaState *s)
     backup_vma_cancel_jobs(s);
     for (unsigned i = 0; i < s->n_devs; i++) {
         assert(!s->devs[i].job);
+        backup_vma_fleecing_stop(&s->devs[i].fleecing);
         bdrv_unref(s->devs[i].sink);
         bdrv_unref(s->devs[i].source);
     }
@@ -490,6 +557,10 @@ UuidInfo *qmp_backup(const char *backup_file,
                      const char *config_file, const char *firewall_file,
                      const char *devlist, bool has_speed, int64_t speed,
                      bool has_max_workers, int64_t max_workers,
+                     bool has_fleecing, bool fleecing,
+                     bool has_fleecing_images,
+                     BackupFleecingImageList *fleecing_images,
+                     bool has_cbw_timeout, uint32_t cbw_timeout,
                      Error **errp)
 {
     g_autoptr(GArray) devs = g_array_new(false, true,
@@ -555,12 +626,18 @@ UuidInfo *qmp_backup(const char *backup_file,
                                                  "qemu-server.fw", errp))) {
         goto fail;
     }
+    if (!backup_vma_prepare_fleecing(s, has_fleecing && fleecing,
+                                     fleecing_images, devlist != NULL,
+                                     errp)) {
+        goto fail;
+    }
     s->archive.output = backup_vma_output_open(backup_file, errp);
     if (!s->archive.output) {
         goto fail;
     }
     if (!backup_vma_create_jobs(s, has_speed ? speed : 0, max_workers,
-                                errp)) {
+                                has_cbw_timeout ? cbw_timeout :
+                                BACKUP_VMA_DEFAULT_CBW_TIMEOUT, errp)) {
         goto fail;
     }
 

@@ -70,4 +70,32 @@ BlockDriverState *backup_vma_sink_new(BackupVmaArchive *archive,
                                       BlockDriverState *source,
                                       Error **errp);
 
+/*
+ * Fleecing of one disk (backup-vma-fleecing.c): the fleecing image, the
+ * copy-before-write filter putting old data there, and the snapshot-access
+ * node the backup job reads.  All NULL without fleecing.
+ */
+typedef struct BackupVmaFleecing {
+    BlockDriverState *image;    /* reference held */
+    BlockDriverState *cbw;
+    BlockDriverState *access;
+} BackupVmaFleecing;
+
+/* Check that @image_node exists and has @disk's size; nothing changes yet */
+bool backup_vma_fleecing_prepare(BackupVmaFleecing *f,
+                                 BlockDriverState *disk,
+                                 const char *disk_name,
+                                 const char *image_node, Error **errp);
+/*
+ * Put the filter on @disk and open the snapshot-access node, which is
+ * returned: the backup job's source.  Call in the drained section that
+ * creates the jobs, so all disks share one point in time.
+ */
+BlockDriverState *backup_vma_fleecing_start(BackupVmaFleecing *f,
+                                            BlockDriverState *disk,
+                                            uint32_t cbw_timeout,
+                                            Error **errp);
+/* Remove what _start() added and let go of the image; after the job */
+void backup_vma_fleecing_stop(BackupVmaFleecing *f);
+
 #endif /* BLOCK_BACKUP_VMA_H */

@@ -24,7 +24,8 @@ void hmp_backup(Monitor *mon, const QDict *qdict)
     g_autoptr(UuidInfo) info = NULL;
 
     info = qmp_backup(backup_file, false, BACKUP_FORMAT_VMA, NULL, NULL,
-                      devlist, true, speed, false, 0, &err);
+                      devlist, true, speed, false, 0, false, false, false,
+                      NULL, false, 0, &err);
     if (info) {
         monitor_printf(mon, "backup started, uuid %s\n", info->UUID);
     }
