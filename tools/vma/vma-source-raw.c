@@ -72,7 +72,8 @@ static void raw_source_close(VmaSource *src)
     g_free(s);
 }
 
-static VmaSource *raw_source_open(const char *path, GError **errp)
+static VmaSource *raw_source_open(const char *format, const char *path,
+                                  GError **errp)
 {
     RawSource *s = g_new0(RawSource, 1);
 
@@ -166,7 +167,6 @@ static bool raw_source_next_extent(VmaSource *src, uint64_t offset,
 }
 
 const VmaSourceOps vma_source_raw_ops = {
-    .format = "raw",
     .open = raw_source_open,
     .read = raw_source_read,
     .next_extent = raw_source_next_extent,

@@ -1,9 +1,14 @@
 /*
  * vma tool: raw file target
  *
- * The file is created as "tmp-<name>" next to its final name, sized with
- * ftruncate() so that everything not written stays a hole, and renamed into
- * place only when it is committed.  Discarding it unlinks the temporary.
+ * Two uses:
+ * - create(): a new file in the extract directory, made as "tmp-<name>"
+ *   next to its final name, sized with ftruncate() so that everything not
+ *   written stays a hole, and renamed into place only when it is committed.
+ *   Discarding it unlinks the temporary.
+ * - open(): an existing file or block device named in the restore map.  It
+ *   keeps its size; zeroes are written (holes punched) only where it is not
+ *   known to read as zeroes already.  Committing makes it durable.
  *
  * Clusters arrive one at a time; adjacent writes are gathered into one
  * larger pwrite().  One buffer serves all targets: whenever another target
@@ -17,20 +22,29 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "vma-ops.h"
 
 #define RAW_TARGET_GATHER_SIZE  (1024 * 1024)
+#define RAW_TARGET_ZERO_BUF     (64 * 1024)
 
 typedef struct RawTarget {
     VmaTarget common;
-    int dirfd;
-    char *tmp_path;     /* relative to dirfd */
-    char *final_path;
     int fd;
+    int dirfd;          /* create(): where the file is; else -1 */
+    char *tmp_path;     /* create(): relative to dirfd */
+    char *final_path;
+    bool zero_known;    /* reads as zeroes where nothing was written */
+    bool is_blockdev;
+    /* open(): a range to zero, grown while zero ranges are adjacent */
+    uint64_t zero_offset;
+    uint64_t zero_len;
 } RawTarget;
 
 /* Writes waiting to go out as one pwrite() */
@@ -41,6 +55,8 @@ static struct {
     size_t len;
     uint8_t *buf;       /* RAW_TARGET_GATHER_SIZE, allocated on first use */
 } gather;
+
+static const uint8_t zero_buf[RAW_TARGET_ZERO_BUF];
 
 static bool raw_target_error(GError **errp, int err, RawTarget *t,
                              const char *what)
@@ -112,19 +128,79 @@ static bool raw_target_write(VmaTarget *target, uint64_t offset,
     return true;
 }
 
+/*
+ * Make a range of an existing target read as zeroes: punch a hole in a
+ * file, BLKZEROOUT on a block device, and where neither works, write them.
+ */
+static bool raw_target_zero_range(RawTarget *t, uint64_t offset, uint64_t len,
+                                  GError **errp)
+{
+    if (!t->is_blockdev) {
+        if (fallocate(t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                      offset, len) == 0 ||
+            fallocate(t->fd, FALLOC_FL_ZERO_RANGE, offset, len) == 0) {
+            return true;
+        }
+    } else if (offset % 512 == 0 && len % 512 == 0) {
+        uint64_t range[2] = { offset, len };
+
+        if (ioctl(t->fd, BLKZEROOUT, range) == 0) {
+            return true;
+        }
+    }
+    while (len > 0) {
+        size_t n = MIN(len, sizeof(zero_buf));
+
+        if (!raw_target_pwrite(t, offset, zero_buf, n, errp)) {
+            return false;
+        }
+        offset += n;
+        len -= n;
+    }
+    return true;
+}
+
+static bool raw_target_flush_zeroes(RawTarget *t, GError **errp)
+{
+    uint64_t len = t->zero_len;
+
+    t->zero_len = 0;
+    return !len || raw_target_zero_range(t, t->zero_offset, len, errp);
+}
+
 static bool raw_target_write_zeroes(VmaTarget *target, uint64_t offset,
                                     uint64_t len, GError **errp)
 {
+    RawTarget *t = (RawTarget *)target;
+
     /*
-     * create() always makes a new file and every range is written at most
-     * once, so ranges not written are holes already.
+     * A created file is all holes and every range is written at most once,
+     * so ranges not written are zero already; so is a target the restore
+     * map says reads as zeroes.
      */
+    if (t->zero_known) {
+        return true;
+    }
+    if (t->zero_len && offset == t->zero_offset + t->zero_len) {
+        t->zero_len += len;
+        return true;
+    }
+    if (!raw_target_flush_zeroes(t, errp)) {
+        return false;
+    }
+    t->zero_offset = offset;
+    t->zero_len = len;
     return true;
 }
 
 static bool raw_target_flush(VmaTarget *target, GError **errp)
 {
-    if (gather.owner != (RawTarget *)target) {
+    RawTarget *t = (RawTarget *)target;
+
+    if (!raw_target_flush_zeroes(t, errp)) {
+        return false;
+    }
+    if (gather.owner != t) {
         return true;
     }
     return gather_flush(errp);
@@ -148,6 +224,20 @@ static void raw_target_free(RawTarget *t)
     g_free(t->final_path);
     g_free(t->common.name);
     g_free(t);
+}
+
+static RawTarget *raw_target_new(const char *name, uint64_t size)
+{
+    RawTarget *t = g_new0(RawTarget, 1);
+
+    gather.targets++;
+    t->common.ops = &vma_target_raw_ops;
+    t->common.name = g_strdup(name);
+    t->common.size = size;
+    t->common.sparse_blocks = true;
+    t->fd = -1;
+    t->dirfd = -1;
+    return t;
 }
 
 /* Rename without ever replacing an existing file */
@@ -176,9 +266,16 @@ static bool raw_target_commit(RawTarget *t, GError **errp)
     if (!raw_target_flush(&t->common, errp)) {
         return false;
     }
+    /* A disk restored in place must be on disk when we say it is done */
+    if (!t->tmp_path && fdatasync(fd) < 0 && errno != EINVAL) {
+        return raw_target_error(errp, errno, t, "cannot write");
+    }
     t->fd = -1;
     if (close(fd) < 0) {
         return raw_target_error(errp, errno, t, "cannot write");
+    }
+    if (!t->tmp_path) {
+        return true;
     }
     ret = rename_noreplace(t->dirfd, t->tmp_path, t->final_path);
     if (ret < 0) {
@@ -195,7 +292,7 @@ static bool raw_target_close(VmaTarget *target, bool commit, GError **errp)
     RawTarget *t = (RawTarget *)target;
     bool ok = commit && raw_target_commit(t, errp);
 
-    if (!ok) {
+    if (!ok && t->tmp_path) {
         unlinkat(t->dirfd, t->tmp_path, 0);
     }
     raw_target_free(t);
@@ -205,19 +302,16 @@ static bool raw_target_close(VmaTarget *target, bool commit, GError **errp)
 static VmaTarget *raw_target_create(int dirfd, const char *path,
                                     uint64_t size, GError **errp)
 {
-    RawTarget *t = g_new0(RawTarget, 1);
     g_autofree char *dir = g_path_get_dirname(path);
     g_autofree char *base = g_path_get_basename(path);
     g_autofree char *tmp_base = g_strconcat("tmp-", base, NULL);
+    g_autofree char *tmp_path = strcmp(dir, ".") ?
+        g_build_filename(dir, tmp_base, NULL) : g_strdup(tmp_base);
+    RawTarget *t = raw_target_new(tmp_path, size);
 
-    gather.targets++;
-    t->common.ops = &vma_target_raw_ops;
-    t->common.size = size;
-    t->fd = -1;
+    t->zero_known = true;
     t->final_path = g_strdup(path);
-    t->tmp_path = strcmp(dir, ".") ? g_build_filename(dir, tmp_base, NULL)
-                                   : g_strdup(tmp_base);
-    t->common.name = g_strdup(t->tmp_path);
+    t->tmp_path = g_steal_pointer(&tmp_path);
 
     /* Our own copy: the caller may close its directory before we commit */
     if (dirfd == AT_FDCWD) {
@@ -246,9 +340,73 @@ static VmaTarget *raw_target_create(int dirfd, const char *path,
     return &t->common;
 }
 
+/* Refuse what only the QEMU build can do */
+static bool raw_target_check_options(const char *path,
+                                     const VmaTargetOptions *opts,
+                                     GError **errp)
+{
+    const char *what = opts->bps ? "throttling.bps" :
+                       opts->group ? "throttling.group" :
+                       opts->cache ? "cache" : NULL;
+
+    if (what) {
+        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                    "target '%s': '%s' needs the vma tool built with QEMU",
+                    path, what);
+        return false;
+    }
+    return true;
+}
+
+static VmaTarget *raw_target_open(const char *format, const char *path,
+                                  const VmaTargetOptions *opts, GError **errp)
+{
+    RawTarget *t;
+    struct stat st;
+    off_t end;
+
+    if (!raw_target_check_options(path, opts, errp)) {
+        return NULL;
+    }
+    t = raw_target_new(path, 0);
+    t->zero_known = opts->zero_known;
+    /* Without known zeroes, whole clusters are one write, not several */
+    t->common.sparse_blocks = opts->zero_known;
+    t->fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (t->fd < 0) {
+        raw_target_error(errp, errno, t, "cannot open");
+        raw_target_free(t);
+        return NULL;
+    }
+    if (fstat(t->fd, &st) < 0) {
+        raw_target_error(errp, errno, t, "cannot stat");
+        raw_target_free(t);
+        return NULL;
+    }
+    if (S_ISREG(st.st_mode)) {
+        t->common.size = st.st_size;
+    } else if (S_ISBLK(st.st_mode)) {
+        t->is_blockdev = true;
+        end = lseek(t->fd, 0, SEEK_END);
+        if (end < 0) {
+            raw_target_error(errp, errno, t, "cannot get the size of");
+            raw_target_free(t);
+            return NULL;
+        }
+        t->common.size = end;
+    } else {
+        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                    "target '%s' is neither a regular file nor a block "
+                    "device", path);
+        raw_target_free(t);
+        return NULL;
+    }
+    return &t->common;
+}
+
 const VmaTargetOps vma_target_raw_ops = {
-    .format = "raw",
     .create = raw_target_create,
+    .open = raw_target_open,
     .write = raw_target_write,
     .write_zeroes = raw_target_write_zeroes,
     .flush = raw_target_flush,

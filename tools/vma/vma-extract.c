@@ -1,0 +1,630 @@
+/*
+ * vma tool: `vma extract` and `vma verify`, the commands that read the
+ * whole archive
+ *
+ * Both read the archive once, front to back, so it can come from a pipe.
+ * verify only validates.  extract writes configs and the RAM state into a
+ * new directory and the disks either there (disk-<devname>.raw) or, with a
+ * restore map (-r), into the targets the map names: existing images of any
+ * format a back end opens (QEMU's block layer in the QEMU build).
+ *
+ * Copyright (c) the VMA backup authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "vma-cmd.h"
+#include "vma-ops.h"
+#include "vma-progress.h"
+#include "vma-restore-map.h"
+
+/*
+ * A restore target may be larger than its disk by this much: storage
+ * rounds sizes up (the reference tool's tolerance)
+ */
+#define TARGET_SIZE_SLACK   (4 * 1024 * 1024)
+
+/* Zeroes for vmstate clusters that were not stored */
+static const uint8_t zero_cluster[VMA_CLUSTER_SIZE];
+
+/* ------------------------------------------------------------------------ */
+/* vma verify                                                                */
+/* ------------------------------------------------------------------------ */
+
+typedef struct VerifyJob {
+    VmaProgress *progress;
+    uint64_t done;
+} VerifyJob;
+
+static bool verify_cluster(void *opaque, const VmaDeviceInfo *dev,
+                           uint64_t cluster_num, uint16_t mask,
+                           const uint8_t *data, size_t len, GError **errp)
+{
+    VerifyJob *job = opaque;
+
+    job->done += len;
+    vma_progress_update(job->progress, job->done);
+    return vma_check_interrupted(errp);
+}
+
+int vma_cmd_verify(int argc, char **argv)
+{
+    g_autoptr(GError) err = NULL;
+    VmaArchiveIn a = { 0 };
+    VerifyJob job = { 0 };
+    bool verbose = false;
+    bool ok;
+    int opt;
+
+    while ((opt = getopt(argc, argv, ":v")) != -1) {
+        switch (opt) {
+        case 'v':
+            verbose = true;
+            break;
+        default:
+            return vma_cmd_option_error("verify", opt, argv);
+        }
+    }
+    if (argc - optind != 1) {
+        return vma_cmd_usage_error("verify: expected one archive");
+    }
+    if (!vma_archive_open(&a, argv[optind], &err)) {
+        return vma_cmd_fail(err);
+    }
+    if (verbose) {
+        job.progress = vma_progress_new("verify",
+                                        vma_archive_total_bytes(a.reader));
+    }
+    /* Without progress to report, no sink is needed at all */
+    ok = vma_reader_run(a.reader, verbose ? verify_cluster : NULL, &job,
+                        &err);
+    if (ok) {
+        vma_progress_finish(job.progress, job.done);
+    } else {
+        vma_add_input_detail(err, a.input);
+    }
+    vma_progress_free(job.progress);
+    vma_archive_close(&a);
+    return ok ? EXIT_SUCCESS : vma_cmd_fail(err);
+}
+
+/* ------------------------------------------------------------------------ */
+/* vma extract                                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef struct ExtractJob {
+    VmaReader *reader;
+    const char *dir;
+    int dirfd;
+    bool dir_created;
+    bool selected[VMA_MAX_DEVICES];     /* by dev_id */
+    GPtrArray *map;                     /* of VmaMapEntry; NULL without -r */
+    VmaMapEntry *mapped[VMA_MAX_DEVICES];   /* by dev_id, into map */
+    VmaTarget *targets[VMA_MAX_DEVICES];
+    GPtrArray *files;                   /* written into dir, for cleanup */
+    VmaProgress *progress;
+    uint64_t done;
+} ExtractJob;
+
+/* Select the devices named in the comma separated lists of @names */
+static bool extract_select(ExtractJob *job, GPtrArray *names, GError **errp)
+{
+    if (names->len == 0) {
+        memset(job->selected, true, sizeof(job->selected));
+        return true;
+    }
+    for (unsigned i = 0; i < names->len; i++) {
+        g_auto(GStrv) list = g_strsplit(names->pdata[i], ",", -1);
+
+        for (char **name = list; *name; name++) {
+            const VmaDeviceInfo *dev;
+
+            if (!**name) {
+                continue;
+            }
+            dev = vma_find_device_by_name(job->reader, *name);
+            if (!dev) {
+                g_autofree char *shown = vma_printable_name(*name);
+
+                g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
+                            "no device '%s' in the archive", shown);
+                return false;
+            }
+            job->selected[dev->dev_id] = true;
+        }
+    }
+    return true;
+}
+
+/*
+ * Print the listing, read the restore map and check it against the
+ * archive: every name exists, every selected disk is either mapped or
+ * skipped.  Lines for disks not selected with -d are checked, not used.
+ */
+static bool extract_read_map(ExtractJob *job, const char *map_path,
+                             GError **errp)
+{
+    VmaReader *r = job->reader;
+
+    /* The caller reads this to decide the map: it must see it first */
+    vma_list_print_human(r);
+    if (!vma_flush_stdout(errp)) {
+        return false;
+    }
+    job->map = vma_restore_map_read(map_path, errp);
+    if (!job->map) {
+        return false;
+    }
+    for (unsigned i = 0; i < job->map->len; i++) {
+        VmaMapEntry *e = job->map->pdata[i];
+        const VmaDeviceInfo *dev = vma_find_device_by_name(r, e->devname);
+        g_autofree char *shown = vma_printable_name(e->devname);
+
+        if (!dev) {
+            g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
+                        "restore map line %u: no device '%s' in the "
+                        "archive", e->line, shown);
+            return false;
+        }
+        if (dev->is_vmstate && !e->skip) {
+            g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
+                        "restore map line %u: the RAM state goes to "
+                        "<targetdir>/%s; only 'skip=%s' can be given",
+                        e->line, VMA_VMSTATE_FILE, VMA_VMSTATE_NAME);
+            return false;
+        }
+        if (!job->selected[dev->dev_id]) {
+            continue;
+        }
+        if (e->skip) {
+            job->selected[dev->dev_id] = false;
+        } else {
+            job->mapped[dev->dev_id] = e;
+        }
+    }
+    for (unsigned i = 0; i < vma_reader_get_device_count(r); i++) {
+        const VmaDeviceInfo *dev = vma_reader_get_device(r, i);
+
+        if (job->selected[dev->dev_id] && !dev->is_vmstate &&
+            !job->mapped[dev->dev_id]) {
+            g_autofree char *shown = vma_printable_name(dev->name);
+
+            g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
+                        "the restore map has no line for device '%s': "
+                        "give '{0|1}:%s=<target>' or 'skip=%s'",
+                        shown, shown, shown);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool refuse_unsafe_name(const char *what, const char *name,
+                               GError **errp)
+{
+    g_autofree char *shown = NULL;
+
+    if (vma_name_is_safe(name)) {
+        return true;
+    }
+    shown = vma_printable_name(name);
+    g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
+                "refusing to extract: %s name '%s' is not usable as a file "
+                "name", what, shown);
+    return false;
+}
+
+/* The file in the directory a device is extracted to */
+static char *extract_file_name(const VmaDeviceInfo *dev)
+{
+    if (dev->is_vmstate) {
+        return g_strdup(VMA_VMSTATE_FILE);
+    }
+    return g_strdup_printf("disk-%s.raw", dev->name);
+}
+
+/* Every name that becomes a path must be harmless and unique */
+static bool extract_check_names(ExtractJob *job, GError **errp)
+{
+    VmaReader *r = job->reader;
+    g_autoptr(GHashTable) files = g_hash_table_new_full(g_str_hash,
+                                                        g_str_equal,
+                                                        g_free, NULL);
+
+    for (unsigned i = 0; i < vma_reader_get_config_count(r); i++) {
+        const VmaConfigInfo *c = vma_reader_get_config(r, i);
+
+        if (!refuse_unsafe_name("config", c->name, errp)) {
+            return false;
+        }
+        g_hash_table_add(files, g_strdup(c->name));
+    }
+    for (unsigned i = 0; i < vma_reader_get_device_count(r); i++) {
+        const VmaDeviceInfo *dev = vma_reader_get_device(r, i);
+        char *file;
+
+        if (!job->selected[dev->dev_id] || job->mapped[dev->dev_id]) {
+            continue;
+        }
+        if (!refuse_unsafe_name("device", dev->name, errp)) {
+            return false;
+        }
+        file = extract_file_name(dev);
+        if (!g_hash_table_add(files, file)) {
+            g_autofree char *shown = vma_printable_name(file);
+
+            g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
+                        "refusing to extract: config '%s' has the name of "
+                        "the file of device '%s'", shown, dev->name);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A target must hold the disk, and not be much larger: a wrong volume? */
+static bool extract_check_target_size(const VmaDeviceInfo *dev,
+                                      const VmaMapEntry *e, VmaTarget *t,
+                                      GError **errp)
+{
+    g_autofree char *shown = vma_printable_name(dev->name);
+
+    if (t->size < dev->size) {
+        g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
+                    "target '%s' of device '%s' is too small: %" PRIu64
+                    " bytes, the disk has %" PRIu64, e->target, shown,
+                    t->size, dev->size);
+        return false;
+    }
+    if (t->size - dev->size > TARGET_SIZE_SLACK) {
+        g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
+                    "target '%s' of device '%s' is too large: %" PRIu64
+                    " bytes, the disk has %" PRIu64 " (at most %d bytes "
+                    "more are accepted)", e->target, shown, t->size,
+                    dev->size, TARGET_SIZE_SLACK);
+        return false;
+    }
+    return true;
+}
+
+/* Open every mapped target and check its size; nothing is written yet */
+static bool extract_open_map_targets(ExtractJob *job, GError **errp)
+{
+    VmaReader *r = job->reader;
+
+    for (unsigned i = 0; i < vma_reader_get_device_count(r); i++) {
+        const VmaDeviceInfo *dev = vma_reader_get_device(r, i);
+        const VmaMapEntry *e = job->mapped[dev->dev_id];
+        const char *format = e && e->format ? e->format : "raw";
+        const VmaTargetOps *ops;
+        VmaTarget *t;
+
+        if (!e || !job->selected[dev->dev_id]) {
+            continue;
+        }
+        ops = vma_find_target_ops(format, false);
+        if (!ops) {
+            g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
+                        "restore map line %u: unknown format '%s' (known: "
+                        "%s)", e->line, format, vma_known_target_formats());
+            return false;
+        }
+        t = ops->open(format, e->target, &e->opts, errp);
+        if (!t) {
+            return false;
+        }
+        job->targets[dev->dev_id] = t;
+        if (!extract_check_target_size(dev, e, t, errp)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool extract_make_dir(ExtractJob *job, GError **errp)
+{
+    int err;
+
+    if (mkdir(job->dir, 0777) < 0) {
+        err = errno;
+        if (err == EEXIST) {
+            g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_EXIST,
+                        "target directory '%s' already exists", job->dir);
+        } else {
+            g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(err),
+                        "cannot create directory '%s': %s", job->dir,
+                        g_strerror(err));
+        }
+        return false;
+    }
+    job->dir_created = true;
+    job->dirfd = open(job->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+                      O_CLOEXEC);
+    if (job->dirfd < 0) {
+        err = errno;
+        g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(err),
+                    "cannot open directory '%s': %s", job->dir,
+                    g_strerror(err));
+        return false;
+    }
+    return true;
+}
+
+static bool extract_write_file(ExtractJob *job, const char *name,
+                               const uint8_t *data, size_t len,
+                               GError **errp)
+{
+    /* O_EXCL | O_NOFOLLOW: never through a link, never over a file */
+    int fd = openat(job->dirfd, name,
+                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                    0666);
+    size_t done = 0;
+    int err = 0;
+
+    if (fd < 0) {
+        err = errno;
+        g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(err),
+                    "cannot create '%s/%s': %s", job->dir, name,
+                    g_strerror(err));
+        return false;
+    }
+    g_ptr_array_add(job->files, g_strdup(name));
+    while (done < len && !err) {
+        ssize_t n = write(fd, data + done, len - done);
+
+        if (n < 0 && errno != EINTR) {
+            err = errno;
+        } else if (n > 0) {
+            done += n;
+        }
+    }
+    if (close(fd) < 0 && !err) {
+        err = errno;
+    }
+    if (err) {
+        g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(err),
+                    "cannot write '%s/%s': %s", job->dir, name,
+                    g_strerror(err));
+        return false;
+    }
+    return true;
+}
+
+static bool extract_write_configs(ExtractJob *job, GError **errp)
+{
+    for (unsigned i = 0; i < vma_reader_get_config_count(job->reader); i++) {
+        const VmaConfigInfo *c = vma_reader_get_config(job->reader, i);
+
+        if (!extract_write_file(job, c->name, c->data, c->len, errp)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The files in the directory: the RAM state and disks not mapped */
+static bool extract_create_file_targets(ExtractJob *job, GError **errp)
+{
+    const VmaTargetOps *ops = vma_find_target_ops(VMA_EXTRACT_FORMAT, true);
+    VmaReader *r = job->reader;
+
+    for (unsigned i = 0; i < vma_reader_get_device_count(r); i++) {
+        const VmaDeviceInfo *dev = vma_reader_get_device(r, i);
+        g_autofree char *file = NULL;
+
+        if (!job->selected[dev->dev_id] || job->targets[dev->dev_id]) {
+            continue;
+        }
+        file = extract_file_name(dev);
+        /* The RAM state is as long as what arrives: a size 0 target */
+        job->targets[dev->dev_id] = ops->create(job->dirfd, file,
+                                                dev->is_vmstate ? 0 :
+                                                dev->size, errp);
+        if (!job->targets[dev->dev_id]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * Write a disk cluster.  Zero blocks are zeroes the target may skip (it
+ * knows whether it reads as zero), so a back end that keeps them sparse
+ * gets runs of stored blocks and runs of zeroes; others the whole cluster.
+ */
+static bool extract_write_disk_cluster(VmaTarget *t, uint64_t offset,
+                                       uint16_t mask, const uint8_t *data,
+                                       size_t len, GError **errp)
+{
+    unsigned i = 0;
+
+    if (mask == 0) {
+        return t->ops->write_zeroes(t, offset, len, errp);
+    }
+    if (!t->sparse_blocks) {
+        /* Blocks not stored read as zero in @data */
+        return t->ops->write(t, offset, data, len, errp);
+    }
+    while (i < VMA_BLOCKS_PER_CLUSTER && i * VMA_BLOCK_SIZE < len) {
+        bool stored = mask & (1u << i);
+        unsigned j = i + 1;
+        size_t start = i * VMA_BLOCK_SIZE;
+        size_t stop;
+        bool ok;
+
+        while (j < VMA_BLOCKS_PER_CLUSTER && !!(mask & (1u << j)) == stored) {
+            j++;
+        }
+        stop = MIN(j * VMA_BLOCK_SIZE, len);
+        if (stored) {
+            ok = t->ops->write(t, offset + start, data + start, stop - start,
+                               errp);
+        } else {
+            ok = t->ops->write_zeroes(t, offset + start, stop - start, errp);
+        }
+        if (!ok) {
+            return false;
+        }
+        i = j;
+    }
+    return true;
+}
+
+static bool extract_cluster(void *opaque, const VmaDeviceInfo *dev,
+                            uint64_t cluster_num, uint16_t mask,
+                            const uint8_t *data, size_t len, GError **errp)
+{
+    ExtractJob *job = opaque;
+    VmaTarget *t = job->targets[dev->dev_id];
+    uint64_t offset = cluster_num * VMA_CLUSTER_SIZE;
+
+    job->done += len;
+    vma_progress_update(job->progress, job->done);
+    if (!vma_check_interrupted(errp)) {
+        return false;
+    }
+    if (!t) {
+        return true;    /* not selected: validated, not written */
+    }
+    if (dev->is_vmstate) {
+        /* In order; zero blocks must come back as zeroes, bit for bit */
+        return t->ops->write(t, offset, data ? data : zero_cluster, len,
+                             errp);
+    }
+    return extract_write_disk_cluster(t, offset, mask, data, len, errp);
+}
+
+/* Flush every target and move files into place; the first failure stops */
+static bool extract_commit(ExtractJob *job, GError **errp)
+{
+    for (unsigned id = 0; id < VMA_MAX_DEVICES; id++) {
+        VmaTarget *t = job->targets[id];
+
+        if (!t) {
+            continue;
+        }
+        job->targets[id] = NULL;
+        if (!t->ops->close(t, true, errp)) {
+            return false;
+        }
+        if (!job->mapped[id]) {
+            const VmaDeviceInfo *dev = vma_reader_find_device(job->reader,
+                                                              id);
+
+            g_ptr_array_add(job->files, extract_file_name(dev));
+        }
+    }
+    return true;
+}
+
+/* After a failure: leave nothing that could pass for a restored VM */
+static void extract_cleanup(ExtractJob *job, bool ok)
+{
+    for (unsigned id = 0; id < VMA_MAX_DEVICES; id++) {
+        if (job->targets[id]) {
+            job->targets[id]->ops->close(job->targets[id], false, NULL);
+        }
+    }
+    if (!ok && job->dirfd >= 0) {
+        for (unsigned i = 0; i < job->files->len; i++) {
+            unlinkat(job->dirfd, job->files->pdata[i], 0);
+        }
+    }
+    if (job->dirfd >= 0) {
+        close(job->dirfd);
+    }
+    if (!ok && job->dir_created) {
+        rmdir(job->dir);    /* only if empty: never remove others' files */
+    }
+    g_ptr_array_unref(job->files);
+    if (job->map) {
+        g_ptr_array_unref(job->map);
+    }
+    vma_progress_free(job->progress);
+}
+
+static bool extract_run(ExtractJob *job, GPtrArray *names,
+                        const char *map_path, bool verbose, VmaInput *input,
+                        GError **errp)
+{
+    bool ok;
+
+    if (!extract_select(job, names, errp) ||
+        (map_path && !extract_read_map(job, map_path, errp)) ||
+        !extract_check_names(job, errp) ||
+        !extract_open_map_targets(job, errp) ||
+        !extract_make_dir(job, errp) ||
+        !extract_write_configs(job, errp) ||
+        !extract_create_file_targets(job, errp)) {
+        return false;
+    }
+    if (verbose) {
+        job->progress = vma_progress_new("extract",
+                                         vma_archive_total_bytes(job->reader));
+    }
+    ok = vma_reader_run(job->reader, extract_cluster, job, errp);
+    if (!ok) {
+        vma_add_input_detail(*errp, input);
+        return false;
+    }
+    if (!extract_commit(job, errp)) {
+        return false;
+    }
+    vma_progress_finish(job->progress, job->done);
+    return true;
+}
+
+int vma_cmd_extract(int argc, char **argv)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GPtrArray) names = g_ptr_array_new();
+    const char *map_path = NULL;
+    ExtractJob job = { .dirfd = -1 };
+    VmaArchiveIn a = { 0 };
+    bool verbose = false;
+    bool ok;
+    int opt;
+
+    while ((opt = getopt(argc, argv, ":vd:r:")) != -1) {
+        switch (opt) {
+        case 'v':
+            verbose = true;
+            break;
+        case 'd':
+            g_ptr_array_add(names, optarg);
+            break;
+        case 'r':
+            map_path = optarg;
+            break;
+        default:
+            return vma_cmd_option_error("extract", opt, argv);
+        }
+    }
+    if (argc - optind != 2) {
+        return vma_cmd_usage_error("extract: expected an archive and a "
+                                   "target directory");
+    }
+    if (map_path && !strcmp(map_path, "-") && !strcmp(argv[optind], "-")) {
+        return vma_cmd_usage_error("extract: the archive and the restore map "
+                                   "cannot both be stdin");
+    }
+    if (!vma_archive_open(&a, argv[optind], &err)) {
+        return vma_cmd_fail(err);
+    }
+    job.reader = a.reader;
+    job.dir = argv[optind + 1];
+    job.files = g_ptr_array_new_with_free_func(g_free);
+    ok = extract_run(&job, names, map_path, verbose, a.input, &err);
+    extract_cleanup(&job, ok);
+    vma_archive_close(&a);
+    return ok ? EXIT_SUCCESS : vma_cmd_fail(err);
+}

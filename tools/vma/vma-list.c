@@ -1,0 +1,203 @@
+/*
+ * vma tool: `vma list` and `vma config`, the commands that read only the
+ * archive header
+ *
+ * Copyright (c) the VMA backup authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "vma-cmd.h"
+
+/* ------------------------------------------------------------------------ */
+/* vma list                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* The date as ctime(3) prints it, without the newline */
+static char *format_ctime(int64_t ctime_s)
+{
+    time_t t = (time_t)ctime_s;
+    struct tm tm;
+    char buf[64];
+
+    if ((int64_t)t != ctime_s || !localtime_r(&t, &tm) ||
+        !strftime(buf, sizeof(buf), "%a %b %e %H:%M:%S %Y", &tm)) {
+        return g_strdup_printf("%" PRId64 " (not a valid date)", ctime_s);
+    }
+    return g_strdup(buf);
+}
+
+void vma_list_print_human(VmaReader *r)
+{
+    g_autofree char *date = format_ctime(vma_reader_get_ctime(r));
+
+    for (unsigned i = 0; i < vma_reader_get_config_count(r); i++) {
+        const VmaConfigInfo *c = vma_reader_get_config(r, i);
+        g_autofree char *name = vma_printable_name(c->name);
+
+        printf("CFG: size: %zu name: %s\n", c->len, name);
+    }
+    for (unsigned i = 0; i < vma_reader_get_device_count(r); i++) {
+        const VmaDeviceInfo *dev = vma_reader_get_device(r, i);
+        g_autofree char *name = vma_printable_name(dev->name);
+
+        if (dev->is_vmstate) {
+            printf("VMSTATE: dev_id=%u memory: %" PRIu64 "\n", dev->dev_id,
+                   dev->size);
+        } else {
+            printf("DEV: dev_id=%u size: %" PRIu64 " devname: %s\n",
+                   dev->dev_id, dev->size, name);
+        }
+    }
+    printf("CTIME: %s\n", date);
+}
+
+/* Append @str as a JSON string; bytes that are not UTF-8 become U+FFFD */
+static void json_append_string(GString *out, const char *str)
+{
+    g_autofree char *valid = NULL;
+
+    if (!g_utf8_validate(str, -1, NULL)) {
+        str = valid = g_utf8_make_valid(str, -1);
+    }
+    g_string_append_c(out, '"');
+    for (const unsigned char *p = (const unsigned char *)str; *p; p++) {
+        if (*p == '"' || *p == '\\') {
+            g_string_append_c(out, '\\');
+            g_string_append_c(out, *p);
+        } else if (*p < 0x20 || *p == 0x7f) {
+            g_string_append_printf(out, "\\u%04x", *p);
+        } else {
+            g_string_append_c(out, *p);
+        }
+    }
+    g_string_append_c(out, '"');
+}
+
+static void list_json(VmaReader *r)
+{
+    g_autoptr(GString) out = g_string_new("{\"uuid\": ");
+    uint8_t uuid[VMA_UUID_SIZE];
+    char uuid_str[VMA_UUID_STR_SIZE];
+
+    vma_reader_get_uuid(r, uuid);
+    vma_uuid_unparse(uuid, uuid_str);
+    json_append_string(out, uuid_str);
+    g_string_append_printf(out, ", \"ctime\": %" PRId64 ", \"configs\": [",
+                           vma_reader_get_ctime(r));
+    for (unsigned i = 0; i < vma_reader_get_config_count(r); i++) {
+        const VmaConfigInfo *c = vma_reader_get_config(r, i);
+
+        g_string_append(out, i ? ", {\"name\": " : "{\"name\": ");
+        json_append_string(out, c->name);
+        g_string_append_printf(out, ", \"size\": %zu}", c->len);
+    }
+    g_string_append(out, "], \"devices\": [");
+    for (unsigned i = 0; i < vma_reader_get_device_count(r); i++) {
+        const VmaDeviceInfo *dev = vma_reader_get_device(r, i);
+
+        g_string_append_printf(out, "%s{\"dev_id\": %u, \"name\": ",
+                               i ? ", " : "", dev->dev_id);
+        json_append_string(out, dev->name);
+        g_string_append_printf(out, ", \"size\": %" PRIu64 ", \"vmstate\": "
+                               "%s}", dev->size,
+                               dev->is_vmstate ? "true" : "false");
+    }
+    g_string_append(out, "]}\n");
+    fputs(out->str, stdout);
+}
+
+int vma_cmd_list(int argc, char **argv)
+{
+    static const struct option long_options[] = {
+        { "output", required_argument, NULL, 'o' },
+        { NULL, 0, NULL, 0 },
+    };
+    g_autoptr(GError) err = NULL;
+    VmaArchiveIn a = { 0 };
+    bool json = false;
+    int opt;
+
+    while ((opt = getopt_long(argc, argv, ":o:", long_options, NULL)) != -1) {
+        switch (opt) {
+        case 'o':
+            if (!strcmp(optarg, "json")) {
+                json = true;
+            } else if (!strcmp(optarg, "human")) {
+                json = false;
+            } else {
+                return vma_cmd_usage_error("list: unknown output format "
+                                           "'%s' (human or json)", optarg);
+            }
+            break;
+        default:
+            return vma_cmd_option_error("list", opt, argv);
+        }
+    }
+    if (argc - optind != 1) {
+        return vma_cmd_usage_error("list: expected one archive");
+    }
+    if (!vma_archive_open(&a, argv[optind], &err)) {
+        return vma_cmd_fail(err);
+    }
+    if (json) {
+        list_json(a.reader);
+    } else {
+        vma_list_print_human(a.reader);
+    }
+    vma_archive_close(&a);
+    if (!vma_flush_stdout(&err)) {
+        return vma_cmd_fail(err);
+    }
+    return EXIT_SUCCESS;
+}
+
+/* ------------------------------------------------------------------------ */
+/* vma config                                                                */
+/* ------------------------------------------------------------------------ */
+
+int vma_cmd_config(int argc, char **argv)
+{
+    g_autoptr(GError) err = NULL;
+    const char *name = VMA_DEFAULT_CONFIG;
+    const VmaConfigInfo *config;
+    VmaArchiveIn a = { 0 };
+    int opt;
+
+    while ((opt = getopt(argc, argv, ":c:")) != -1) {
+        switch (opt) {
+        case 'c':
+            name = optarg;
+            break;
+        default:
+            return vma_cmd_option_error("config", opt, argv);
+        }
+    }
+    if (argc - optind != 1) {
+        return vma_cmd_usage_error("config: expected one archive");
+    }
+    if (!vma_archive_open(&a, argv[optind], &err)) {
+        return vma_cmd_fail(err);
+    }
+    config = vma_reader_find_config(a.reader, name);
+    if (!config) {
+        g_autofree char *shown = vma_printable_name(name);
+
+        vma_archive_close(&a);
+        vma_cmd_error("no config '%s' in the archive", shown);
+        return EXIT_FAILURE;
+    }
+    fwrite(config->data, 1, config->len, stdout);
+    vma_archive_close(&a);
+    if (!vma_flush_stdout(&err)) {
+        return vma_cmd_fail(err);
+    }
+    return EXIT_SUCCESS;
+}
+
