@@ -27,7 +27,9 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vmagen  # noqa: E402
 
-VMA = os.environ.get("VMA_BIN", "/work/main/build/vma")
+# Absolute: every test runs in a directory of its own
+VMA = os.path.abspath(os.environ.get(
+    "VMA_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "build", "vma")))
 TIMEOUT = 30            # per command; everything here takes ~1 s
 BAD_TIMEOUT = 10        # per command on the small broken archives
 MiB = 1048576
