@@ -9,7 +9,10 @@
 #include <stdio.h>
 #include "vma-internal.h"
 
-G_DEFINE_QUARK(vma-error-quark, vma_error)
+GQuark vma_error_quark(void)
+{
+    return g_quark_from_static_string("vma-error-quark");
+}
 
 void vma_uuid_unparse(const uint8_t uuid[VMA_UUID_SIZE],
                       char out[VMA_UUID_STR_SIZE])

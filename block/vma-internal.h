@@ -65,7 +65,8 @@
 #define VMA_BI_DEV_ID(bi)      ((uint8_t)((bi) >> 32))
 #define VMA_BI_CLUSTER(bi)     ((uint32_t)(bi))
 #define VMA_BI_MAKE(mask, dev_id, cluster) \
-    (((uint64_t)(mask) << 48) | ((uint64_t)(dev_id) << 32) | (uint32_t)(cluster))
+    (((uint64_t)(mask) << 48) | ((uint64_t)(dev_id) << 32) | \
+     (uint32_t)(cluster))
 
 #define VMA_MAGIC              "VMA"     /* 4 bytes with the NUL */
 #define VMA_EXTENT_MAGIC       "VMAE"    /* 4 bytes, NUL not stored */
