@@ -265,7 +265,8 @@ overlay_files() {
     ) | while IFS= read -r -d '' f; do
         case $f in
             # the standalone build and repo tooling, never part of QEMU
-            meson.build|meson_options.txt|README.md|QEMU_VERSION) continue ;;
+            # (Makefile: the repo's make test/patches/demo, not QEMU's Makefile)
+            meson.build|meson_options.txt|README.md|QEMU_VERSION|Makefile) continue ;;
             .*|tests/vma/*|bench/*|scripts/*|patches/*|build/*|build-*/*) continue ;;
         esac
         [ -f "$REPO/$f" ] || continue       # deleted but still in git's index

@@ -76,6 +76,27 @@ run_fuzz_group() {
     fi
 }
 
+# The QEMU side (scripts/run-qemu-tests.sh: patch export + checkpatch, QEMU
+# build, iotests, qtests).  Its group lines are in record's format: add them
+# up; everything else it prints passes through.  Its last line is its own
+# total: without it, it died on the way, which counts as a failure.
+run_qemu_groups() {
+    local line ended=0
+    while IFS= read -r line; do
+        if [[ $line =~ ^==\ ([^ ]+)\ +([0-9]+)\ passed,\ ([0-9]+)\ failed,\ ([0-9]+)\ skipped\ +\(([0-9]+)s\)$ ]]; then
+            record "${BASH_REMATCH[@]:1:5}"
+        elif [[ $line =~ ^[0-9]+\ passed,\ [0-9]+\ failed(,\ [0-9]+\ skipped)?$ ]]; then
+            ended=1
+        else
+            echo "$line"
+        fi
+    done < <(TEST_LOGDIR=$LOGDIR scripts/run-qemu-tests.sh 2>&1)
+    if [ $ended = 0 ]; then
+        echo "qemu: scripts/run-qemu-tests.sh ended without its summary line"
+        record qemu 0 1 0 0
+    fi
+}
+
 main() {
     scripts/install-deps.sh || { echo "installing dependencies failed"; echo "0 passed, 1 failed"; exit 1; }
     local start=$SECONDS
@@ -93,6 +114,7 @@ main() {
     run_summary_group tool-asan env VMA_BIN="$ROOT/build-asan/vma" \
         ASAN_OPTIONS=detect_leaks=1 python3 tests/vma/test_tool.py
     run_fuzz_group
+    run_qemu_groups
 
     echo "logs: $LOGDIR"
     if [ $total_skip -gt 0 ]; then

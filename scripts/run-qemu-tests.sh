@@ -1,0 +1,219 @@
+#!/bin/bash
+# The QEMU side of the test run; scripts/run-tests.sh runs it after the
+# standalone groups, and it runs on its own as well:
+#
+#   scripts/run-qemu-tests.sh [group]...     (default: all, in this order)
+#
+#   patches           scripts/make-patches.sh: export the series, checkpatch,
+#                     `git am` round trip (1 test per patch + the round trip)
+#   (QEMU build)      scripts/qemu-build.sh, incremental; timed, not a test
+#   iotests-upstream  upstream iotests covering backup, copy-before-write,
+#                     fleecing and jobs: ./check -qcow2, 1 test per iotest
+#   iotests-vma       our iotests (every tests/qemu-iotests/tests/* of this
+#                     repo), the same way
+#   qtest             qmp-cmd-test and test-hmp, 1 test per TAP line
+#
+# iotests: "not run" counts as skipped; a test ./check did not report (it
+# crashed or timed out) counts as failed.  If the QEMU build fails, every
+# test of the groups after it counts as failed: old binaries in the build
+# dir are never tested.
+#
+# Prints one line per group in run-tests.sh's format
+#   == <group>  N passed, N failed, N skipped  (Ns)
+# (run-tests.sh adds these up), details of failures, and last the total
+# "N passed, N failed[, N skipped]".  Logs: $TEST_LOGDIR (default
+# build/test-logs).  Needs root (qemu-build.sh installs packages).
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+ROOT=$PWD
+LOGDIR=${TEST_LOGDIR:-$ROOT/build/test-logs}
+mkdir -p "$LOGDIR"
+
+UPSTREAM_IOTESTS=(055 056 124 129 141 185 219 256 257 264 281 283 304
+                  copy-before-write image-fleecing backup-discard-source
+                  migrate-during-backup)
+# Ours: every iotest of the repo (a script with its reference output)
+VMA_IOTESTS=()
+for f in tests/qemu-iotests/tests/*.out; do
+    [ -x "${f%.out}" ] && VMA_IOTESTS+=("$(basename "${f%.out}")")
+done
+QTESTS=(qmp-cmd-test test-hmp)
+# Each ./check run or qtest program is killed after this many seconds
+IOTEST_TIMEOUT=${IOTEST_TIMEOUT:-900}
+QTEST_TIMEOUT=${QTEST_TIMEOUT:-300}
+
+total_pass=0 total_fail=0 total_skip=0
+record() {
+    local group=$1 pass=$2 fail=$3 skip=$4 seconds=$5
+    total_pass=$((total_pass + pass))
+    total_fail=$((total_fail + fail))
+    total_skip=$((total_skip + skip))
+    printf '== %-12s %4d passed, %d failed, %d skipped  (%ds)\n' \
+        "$group" "$pass" "$fail" "$skip" "$seconds"
+}
+
+# --- patches ---------------------------------------------------------------
+run_patches() {
+    local start=$SECONDS log=$LOGDIR/patches.log
+    scripts/make-patches.sh >"$log" 2>&1
+    local rc=$? last
+    last=$(tail -n 1 "$log")
+    # Per patch: the checkpatch verdict and its errors in full (warnings:
+    # in the log); the export's own errors
+    awk '/^checkpatch |^make-patches: (ERROR|FAIL)/ { print; err = 0; next }
+         /^    (ERROR|WARNING):/ { err = /ERROR/ }
+         !/^    / { err = 0 }
+         err' "$log"
+    if [[ $last =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+        local p=${BASH_REMATCH[1]} f=${BASH_REMATCH[2]}
+        [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+        record patches "$p" "$f" 0 $((SECONDS - start))
+    else
+        echo "patches: make-patches.sh ended without a summary (exit $rc); last lines of $log:"
+        tail -n 20 "$log"
+        record patches 0 1 0 $((SECONDS - start))
+    fi
+}
+
+# --- QEMU build ------------------------------------------------------------
+BUILD=
+build_qemu() {
+    local start=$SECONDS log=$LOGDIR/qemu-build.log
+    nice scripts/qemu-build.sh >"$log" 2>&1
+    local rc=$?
+    # qemu-build.sh's own phase timings
+    sed -n '/^qemu-build: timings/,/^  total/{/^qemu-build: timings/d;p}' "$log"
+    if [ $rc -ne 0 ]; then
+        echo "QEMU build FAILED after $((SECONDS - start))s (exit $rc); last lines of $log:"
+        tail -n 30 "$log"
+        return 1
+    fi
+    BUILD=$(sed -n 's/^build dir: *//p' "$log")
+    echo "== qemu build: $((SECONDS - start))s ($BUILD)"
+    if [ -z "$BUILD" ] || [ ! -x "$BUILD/tests/qemu-iotests/check" ]; then
+        echo "QEMU build: no build dir with tests/qemu-iotests/check in its output"
+        return 1
+    fi
+}
+
+# The tests of a group that cannot run because the build failed
+record_unbuilt() {
+    local group=$1 n=$2
+    echo "$group: not run because the QEMU build failed: $n tests counted as failed"
+    record "$group" 0 "$n" 0 0
+}
+
+# --- iotests ---------------------------------------------------------------
+# run_iotests <group> [VAR=value...] -- <test>...: one ./check -qcow2 run
+run_iotests() {
+    local group=$1; shift
+    local envs=()
+    while [ "$1" != -- ]; do envs+=("$1"); shift; done
+    shift
+    local start=$SECONDS log=$LOGDIR/$group.log scratch=$LOGDIR/$group-scratch
+    rm -rf "$scratch"; mkdir -p "$scratch"
+    # A private TEST_DIR: other ./check runs in the same build dir do not
+    # disturb this one.  timeout kills the whole process group.
+    (cd "$BUILD/tests/qemu-iotests" &&
+     env TEST_DIR="$scratch" "${envs[@]}" \
+         timeout -k 30 "$IOTEST_TIMEOUT" ./check --color=off -qcow2 "$@") >"$log" 2>&1
+    local rc=$?
+    [ $rc -eq 124 ] && echo "$group: ./check killed after ${IOTEST_TIMEOUT}s"
+    # ./check ends each test's line with the status; the "..." line before
+    # it is ended by \r
+    local -A status=()
+    local line pass=0 fail=0 skip=0 t
+    while IFS= read -r line; do
+        if [[ $line =~ ^([^[:space:]]+)[[:space:]]+(pass|fail|not\ run)[[:space:]]+\[ ]]; then
+            status[${BASH_REMATCH[1]}]=${BASH_REMATCH[2]}
+        fi
+    done < <(tr '\r' '\n' <"$log")
+    for t in "$@"; do
+        case ${status[$t]:-} in
+            pass) pass=$((pass + 1)) ;;
+            "not run")
+                skip=$((skip + 1))
+                echo "$group: $t NOT RUN: $(tr '\r' '\n' <"$log" |
+                    sed -n "s/^$t  *not run  *\[[^]]*\] *\[[^]]*\] *//p" | tail -n 1)" ;;
+            fail)
+                fail=$((fail + 1))
+                echo "$group: $t FAILED; its output:"
+                # the test's line up to the next test's
+                tr '\r' '\n' <"$log" | awk -v t="$t" '
+                    $1 == t && $2 == "fail" { on = 1; print; next }
+                    on && ($2 ~ /^(pass|fail|not|\.\.\.)$/ || /^(Failures|Passed|Not run|Some cases):?/) { exit }
+                    on' | head -n 60 ;;
+            *)
+                fail=$((fail + 1))
+                echo "$group: $t has no result (./check exited with $rc); see $log" ;;
+        esac
+    done
+    # Python test cases skipped inside a test that ran
+    grep -E '^Some cases not run in:' "$log" | sed "s/^/$group: /"
+    record "$group" $pass $fail $skip $((SECONDS - start))
+}
+
+run_vma_iotests() {
+    local envs=()
+    if [ ! -x "$BUILD/vma" ]; then
+        echo "!!! iotests-vma: $BUILD/vma was not built (patch missing?): running the"
+        echo "!!! tests with the standalone tool, VMA_PROG=$ROOT/build/vma"
+        envs+=("VMA_PROG=$ROOT/build/vma")
+    fi
+    run_iotests iotests-vma "${envs[@]}" -- "${VMA_IOTESTS[@]}"
+}
+
+# --- qtests ----------------------------------------------------------------
+run_qtests() {
+    local start=$SECONDS pass=0 fail=0 skip=0 t
+    for t in "${QTESTS[@]}"; do
+        local log=$LOGDIR/qtest-$t.log p s f rc
+        # The environment tests/qtest/meson.build gives qtests
+        (cd "$BUILD" &&
+         env QTEST_QEMU_BINARY=./qemu-system-x86_64 QTEST_QEMU_IMG=./qemu-img \
+             QTEST_QEMU_STORAGE_DAEMON_BINARY=./storage-daemon/qemu-storage-daemon \
+             PYTHON=/usr/bin/python3 \
+             timeout -k 10 "$QTEST_TIMEOUT" "tests/qtest/$t" --tap -k) >"$log" 2>&1
+        rc=$?
+        p=$(grep -c '^ok ' "$log"); s=$(grep -c '^ok .*# SKIP' "$log")
+        f=$(grep -c '^not ok ' "$log")
+        if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then
+            f=1
+            echo "qtest: $t exited with $rc; see $log"
+        fi
+        [ "$f" -gt 0 ] && grep -E '^not ok|ERROR|Bail out' "$log" | head -n 20
+        pass=$((pass + p - s)); skip=$((skip + s)); fail=$((fail + f))
+    done
+    record qtest $pass $fail $skip $((SECONDS - start))
+}
+
+# ---------------------------------------------------------------------------
+groups=("$@")
+[ ${#groups[@]} -gt 0 ] || groups=(patches iotests-upstream iotests-vma qtest)
+for g in "${groups[@]}"; do
+    case $g in
+        patches|iotests-upstream|iotests-vma|qtest) ;;
+        *) echo "run-qemu-tests: unknown group '$g'" >&2; exit 2 ;;
+    esac
+done
+want() { [[ " ${groups[*]} " == *" $1 "* ]]; }
+
+want patches && run_patches
+if want iotests-upstream || want iotests-vma || want qtest; then
+    if build_qemu; then
+        want iotests-upstream && run_iotests iotests-upstream -- "${UPSTREAM_IOTESTS[@]}"
+        want iotests-vma && run_vma_iotests
+        want qtest && run_qtests
+    else
+        want iotests-upstream && record_unbuilt iotests-upstream ${#UPSTREAM_IOTESTS[@]}
+        want iotests-vma && record_unbuilt iotests-vma ${#VMA_IOTESTS[@]}
+        want qtest && record_unbuilt qtest ${#QTESTS[@]}
+    fi
+fi
+
+if [ $total_skip -gt 0 ]; then
+    echo "$total_pass passed, $total_fail failed, $total_skip skipped"
+else
+    echo "$total_pass passed, $total_fail failed"
+fi
+[ $total_fail -eq 0 ]
