@@ -13,27 +13,8 @@ REPEAT=${REPEAT:-5}
 DIR=${BENCH_DIR:-$(mktemp -d /dev/shm/vma-bench.XXXXXX)}
 trap 'rm -rf "$DIR"' EXIT
 
-# make_image <path> <size MiB> <data MiB every 128 MiB>
-make_image() {
-    local path=$1 size_mib=$2 data_mib=$3
-    truncate -s "${size_mib}M" "$path"
-    for ((off = 0; off < size_mib; off += 128)); do
-        head -c "${data_mib}M" /dev/urandom |
-            dd of="$path" bs=1M seek="$off" conv=notrunc status=none
-    done
-}
-
-# time_cmd <out var prefix> <cmd...>: sets <prefix>_s and <prefix>_kb
-time_cmd() {
-    local prefix=$1; shift
-    local tfile=$DIR/time.out
-    /usr/bin/time -f '%e %M' -o "$tfile" "$@" >/dev/null
-    read -r "${prefix}_s" "${prefix}_kb" <"$tfile"
-}
-
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
-}
+# shellcheck source=bench/bench-lib.sh
+. bench/bench-lib.sh     # the cwd is the repo root
 
 # bench_image <label> <image>
 bench_image() {
