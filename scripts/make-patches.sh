@@ -112,7 +112,11 @@ fi
 # overlay_files() in scripts/qemu-build.sh - keep the two in sync.
 mapfile -d '' OVERLAY < <(
     cd "$REPO"
-    git ls-files -z --cached --others --exclude-standard |
+    if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        git ls-files -z --cached --others --exclude-standard
+    else
+        find . -type f -printf '%P\0'
+    fi |
     while IFS= read -r -d '' f; do
         case $f in
             meson.build|meson_options.txt|README.md|QEMU_VERSION|Makefile) continue ;;
@@ -281,7 +285,10 @@ EOF
     done
 } >"$blurb"
 cover=$OUT.tmp/0000-cover-letter.patch
-awk -v title="$TITLE" -v blurbfile="$blurb" '
+# The cover letter's date is the last patch's (not now): the same series
+# exports to the same files
+awk -v title="$TITLE" -v blurbfile="$blurb" -v date="$(tgit log -1 --format=%aD)" '
+    /^Date: / && !dated { print "Date: " date; dated = 1; next }
     /\*\*\* SUBJECT HERE \*\*\*/ { sub(/\*\*\* SUBJECT HERE \*\*\*/, title) }
     /^\*\*\* BLURB HERE \*\*\*$/ {
         while ((getline l < blurbfile) > 0) print l

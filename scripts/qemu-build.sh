@@ -54,7 +54,10 @@ CONFIGURE_ARGS=(
     --target-list=x86_64-softmmu
     --enable-tools
     --enable-kvm
-    --disable-tcg                       # iotests run with -accel qtest; default devices stay on
+    --enable-tcg                        # real Linux guests: KVM here is nested and
+                                        # boots no Debian kernel; iotests use qtest
+    --enable-fuse                       # FUSE exports (vma mount)
+    --enable-rbd                        # disks on Ceph RBD
     --enable-linux-aio
     --disable-docs
     --disable-download
