@@ -93,7 +93,11 @@ case "$WORKDIR/" in
 esac
 mkdir -p "$WORKDIR" "$LOGDIR"
 exec 9>"$WORKDIR/.lock"
-flock -n 9 || die "another qemu-build.sh is running on $WORKDIR"
+if ! flock -n 9; then
+    # Several developers (or helpers) share one build tree: wait our turn
+    say "another qemu-build.sh is running on $WORKDIR: waiting for it"
+    flock 9
+fi
 T_START=$EPOCHREALTIME
 
 # --- deps ----------------------------------------------------------------
