@@ -568,11 +568,11 @@ static bool reader_check_slot(VmaReader *r, uint64_t bi, unsigned slot,
     return true;
 }
 
-/* Validate the extent header in r->extent, read at @ext_offset */
-static bool reader_check_extent_header(VmaReader *r, uint64_t ext_offset,
+/* Validate the extent header @h, read at @ext_offset */
+static bool reader_check_extent_header(VmaReader *r, const uint8_t *h,
+                                       uint64_t ext_offset,
                                        unsigned *block_count, GError **errp)
 {
-    const uint8_t *h = r->extent;
     unsigned blocks = 0;
 
     if (memcmp(h + VMA_EXT_MAGIC, VMA_EXTENT_MAGIC, 4) != 0) {
@@ -680,8 +680,27 @@ static bool reader_check_complete(VmaReader *r, GError **errp)
     return true;
 }
 
-bool vma_reader_run(VmaReader *r, VmaClusterFunc func, void *opaque,
-                    GError **errp)
+/* An archive that ends @n bytes into an extent header (at @offset) */
+static bool reader_error_cut_header(GError **errp, uint64_t offset, size_t n)
+{
+    return reader_error(errp, VMA_ERROR_TRUNCATED, offset,
+                        "archive truncated inside an extent header "
+                        "(%zu of %d bytes)", n, VMA_EXTENT_HEADER_SIZE);
+}
+
+/* An archive that ends (at @offset) @n bytes into the data of an extent */
+static bool reader_error_cut_data(GError **errp, uint64_t offset,
+                                  uint64_t ext_offset, uint64_t n,
+                                  uint64_t data_len)
+{
+    return reader_error(errp, VMA_ERROR_TRUNCATED, offset,
+                        "archive truncated inside the data of the extent at "
+                        "offset %" PRIu64 " (%" PRIu64 " of %" PRIu64
+                        " bytes)", ext_offset, n, data_len);
+}
+
+/* Start vma_reader_run() or vma_reader_scan(): each can run only once */
+static bool reader_start(VmaReader *r, GError **errp)
 {
     if (r->ran) {
         g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
@@ -689,6 +708,15 @@ bool vma_reader_run(VmaReader *r, VmaClusterFunc func, void *opaque,
         return false;
     }
     r->ran = true;
+    return true;
+}
+
+bool vma_reader_run(VmaReader *r, VmaClusterFunc func, void *opaque,
+                    GError **errp)
+{
+    if (!reader_start(r, errp)) {
+        return false;
+    }
     r->extent = g_malloc(VMA_EXTENT_MAX_BYTES);
     r->cluster = g_malloc(VMA_CLUSTER_SIZE);
 
@@ -706,12 +734,10 @@ bool vma_reader_run(VmaReader *r, VmaClusterFunc func, void *opaque,
             break;      /* a clean end between two extents */
         }
         if (n < VMA_EXTENT_HEADER_SIZE) {
-            return reader_error(errp, VMA_ERROR_TRUNCATED, r->offset,
-                                "archive truncated inside an extent header "
-                                "(%zd of %d bytes)", n,
-                                VMA_EXTENT_HEADER_SIZE);
+            return reader_error_cut_header(errp, r->offset, n);
         }
-        if (!reader_check_extent_header(r, ext_offset, &block_count, errp)) {
+        if (!reader_check_extent_header(r, r->extent, ext_offset,
+                                        &block_count, errp)) {
             return false;
         }
         data_len = (size_t)block_count * VMA_BLOCK_SIZE;
@@ -721,14 +747,89 @@ bool vma_reader_run(VmaReader *r, VmaClusterFunc func, void *opaque,
             return false;
         }
         if ((size_t)n < data_len) {
-            return reader_error(errp, VMA_ERROR_TRUNCATED, r->offset,
-                                "archive truncated inside the data of the "
-                                "extent at offset %" PRIu64 " (%zd of %zu "
-                                "bytes)", ext_offset, n, data_len);
+            return reader_error_cut_data(errp, r->offset, ext_offset, n,
+                                         data_len);
         }
         if (!reader_dispatch_extent(r, func, opaque, errp)) {
             return false;
         }
+    }
+    return reader_check_complete(r, errp);
+}
+
+/* Random access */
+
+/* Hand the cluster locations of the extent header @h at @ext_offset to @func */
+static bool reader_locate_clusters(VmaReader *r, const uint8_t *h,
+                                   uint64_t ext_offset, VmaClusterLocFunc func,
+                                   void *opaque, GError **errp)
+{
+    uint64_t data_offset = ext_offset + VMA_EXTENT_HEADER_SIZE;
+
+    for (unsigned slot = 0; slot < VMA_MAX_EXTENT_CLUSTERS; slot++) {
+        uint64_t bi = vma_get_be64(h + VMA_EXT_BLOCKINFO + 8 * slot);
+        uint16_t mask = VMA_BI_MASK(bi);
+
+        if (VMA_BI_DEV_ID(bi) == 0) {
+            continue;
+        }
+        if (func && !func(opaque, &r->devices[VMA_BI_DEV_ID(bi)].info,
+                          VMA_BI_CLUSTER(bi), mask, data_offset, errp)) {
+            if (errp && !*errp) {
+                g_set_error(errp, VMA_ERROR, VMA_ERROR_ABORTED,
+                            "stopped at cluster %" PRIu32 " of '%s'",
+                            VMA_BI_CLUSTER(bi),
+                            r->devices[VMA_BI_DEV_ID(bi)].info.name);
+            }
+            return false;
+        }
+        data_offset += (uint64_t)__builtin_popcount(mask) * VMA_BLOCK_SIZE;
+    }
+    return true;
+}
+
+bool vma_reader_scan(VmaReader *r, VmaPreadFunc pread, void *pread_opaque,
+                     uint64_t archive_size, VmaClusterLocFunc func,
+                     void *opaque, GError **errp)
+{
+    uint8_t h[VMA_EXTENT_HEADER_SIZE];
+    uint64_t ext_offset = r->header_size;
+
+    if (!reader_start(r, errp)) {
+        return false;
+    }
+    while (ext_offset < archive_size) {
+        size_t want = MIN(VMA_EXTENT_HEADER_SIZE, archive_size - ext_offset);
+        unsigned block_count = 0;
+        uint64_t data_len, data_end;
+        ssize_t n;
+
+        n = pread(pread_opaque, h, want, ext_offset);
+        if (n < 0) {
+            return reader_error(errp, VMA_ERROR_IO, ext_offset,
+                                "reading the archive failed: %s",
+                                g_strerror(-n));
+        }
+        r->offset = ext_offset + n;
+        if ((size_t)n < VMA_EXTENT_HEADER_SIZE) {
+            return reader_error_cut_header(errp, r->offset, n);
+        }
+        if (!reader_check_extent_header(r, h, ext_offset, &block_count,
+                                        errp)) {
+            return false;
+        }
+        data_len = (uint64_t)block_count * VMA_BLOCK_SIZE;
+        data_end = r->offset + data_len;
+        if (data_end > archive_size) {
+            r->offset = archive_size;
+            return reader_error_cut_data(errp, r->offset, ext_offset,
+                                         archive_size - ext_offset -
+                                         VMA_EXTENT_HEADER_SIZE, data_len);
+        }
+        if (!reader_locate_clusters(r, h, ext_offset, func, opaque, errp)) {
+            return false;
+        }
+        r->offset = ext_offset = data_end;
     }
     return reader_check_complete(r, errp);
 }

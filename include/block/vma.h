@@ -266,4 +266,41 @@ bool vma_reader_run(VmaReader *r, VmaClusterFunc func, void *opaque,
 /* Archive bytes consumed so far (for progress) */
 uint64_t vma_reader_get_offset(VmaReader *r);
 
+/*
+ * Random access: an index of where each cluster is, built from the extent
+ * headers alone (the vma block driver).
+ */
+
+/*
+ * Read up to @len bytes at archive offset @offset into @buf.  Returns the
+ * number of bytes read (less than @len only at the archive's end) or a
+ * negative errno.
+ */
+typedef ssize_t (*VmaPreadFunc)(void *opaque, void *buf, size_t len,
+                                uint64_t offset);
+
+/*
+ * Called once per cluster of the archive, in archive order, after the
+ * extent header naming it was validated.  The cluster's stored blocks (bit
+ * i of @mask set: block i is stored) lie one after another, in ascending
+ * block order, from archive offset @data_offset on; a multiple of 512.
+ * Return false with @errp set to stop.
+ */
+typedef bool (*VmaClusterLocFunc)(void *opaque, const VmaDeviceInfo *dev,
+                                  uint64_t cluster_num, uint16_t mask,
+                                  uint64_t data_offset, GError **errp);
+
+/*
+ * The random access counterpart of vma_reader_run(), for an archive of
+ * @archive_size bytes that @pread reads: reads only the 512-byte extent
+ * headers, seeking over the data, and checks each one and the archive as a
+ * whole exactly as vma_reader_run() does (same errors, same messages,
+ * missing clusters included), except that the data is not read.  Calls
+ * @func (may be NULL) for every cluster.  Can be called once, instead of
+ * vma_reader_run().
+ */
+bool vma_reader_scan(VmaReader *r, VmaPreadFunc pread, void *pread_opaque,
+                     uint64_t archive_size, VmaClusterLocFunc func,
+                     void *opaque, GError **errp);
+
 #endif /* BLOCK_VMA_H */
