@@ -719,6 +719,107 @@ static void test_damage(gconstpointer opaque)
     archive_free(&a);
 }
 
+/*
+ * Make the blob buffer @pad bytes longer than its blobs, filled with @fill
+ * (the last byte; the others are zero), growing the header if needed
+ */
+static uint32_t pad_blob_buffer(GByteArray *b, uint32_t pad, uint8_t fill)
+{
+    uint32_t blob_offset = vma_get_be32(b->data + VMA_HDR_BLOB_OFFSET);
+    uint32_t blob_size = vma_get_be32(b->data + VMA_HDR_BLOB_SIZE);
+    uint32_t header_size = header_size_of(b);
+    uint32_t need = blob_offset + blob_size + pad;
+
+    if (need > header_size) {
+        uint32_t grow = (need - header_size + 511) / 512 * 512;
+
+        /* insert at the end of the header: move the extents up */
+        g_byte_array_set_size(b, b->len + grow);
+        memmove(b->data + header_size + grow, b->data + header_size,
+                b->len - grow - header_size);
+        memset(b->data + header_size, 0, grow);
+        header_size += grow;
+        vma_put_be32(b->data + VMA_HDR_HEADER_SIZE, header_size);
+    }
+    g_assert_true(vma_buffer_is_zero(b->data + blob_offset + blob_size,
+                                     pad));
+    b->data[blob_offset + blob_size + pad - 1] = fill;
+    vma_put_be32(b->data + VMA_HDR_BLOB_SIZE, blob_size + pad);
+    fix_header_md5(b);
+    return blob_size;
+}
+
+/*
+ * A blob buffer padded with zero bytes past its last blob (any count, odd
+ * too, into a larger header as well) reads as before, as the reference
+ * reader reads it
+ */
+static void test_blob_padding(void)
+{
+    static const uint32_t pads[] = { 1, 2, 3, 101, 0, 4096 + 1 };
+
+    for (unsigned i = 0; i < G_N_ELEMENTS(pads); i++) {
+        TestArchive a;
+        uint32_t pad = pads[i];
+        TestInput in;
+        GError *err = NULL;
+        VmaReader *r;
+
+        archive_build(&a, 20 + i);
+        if (!pad) {
+            /* up to the end of the header: a multiple of 512 */
+            pad = header_size_of(a.bytes) - VMA_HEADER_FIXED_SIZE -
+                  vma_get_be32(a.bytes->data + VMA_HDR_BLOB_SIZE);
+            g_assert_cmpuint(pad, >, 0);
+        }
+        pad_blob_buffer(a.bytes, pad, 0);
+        in = (TestInput) { .data = a.bytes->data, .len = a.bytes->len };
+        r = vma_reader_new(test_input_from_memory, &in, &err);
+        g_assert_no_error(err);
+        g_assert_cmpuint(vma_reader_get_config_count(r), ==, 2);
+        g_assert_cmpmem(vma_reader_find_config(r, "qemu-server.conf")->data,
+                        12, "memory: 512\n", 12);
+        g_assert_cmpuint(vma_reader_find_config(r, "empty")->len, ==, 0);
+        g_assert_cmpuint(vma_reader_get_device_count(r), ==, N_DISKS);
+        g_assert_true(vma_reader_run(r, test_restore_cluster, a.by_id, &err));
+        g_assert_no_error(err);
+        vma_reader_free(r);
+        archive_check_restored(&a);
+        archive_free(&a);
+    }
+}
+
+/* Padding must be zero, and names in it are still refused */
+static void test_blob_padding_strict(void)
+{
+    static const uint32_t pads[] = { 1, 3 };
+    TestArchive a;
+    uint32_t used;
+    GError *err;
+
+    for (unsigned i = 0; i < G_N_ELEMENTS(pads); i++) {
+        archive_build(&a, 30 + i);
+        pad_blob_buffer(a.bytes, pads[i], 0x07);
+        err = read_archive(a.bytes->data, a.bytes->len, 0, NULL);
+        g_assert_error(err, VMA_ERROR, VMA_ERROR_FORMAT);
+        g_assert_nonnull(strstr(err->message, "blob"));
+        g_error_free(err);
+        archive_free(&a);
+    }
+
+    /* device 1's name points at the padding: an empty blob, no name */
+    archive_build(&a, 40);
+    used = pad_blob_buffer(a.bytes, 64, 0);
+    vma_put_be32(a.bytes->data + VMA_HDR_DEV_INFO + VMA_DEV_INFO_SIZE,
+                 used);
+    fix_header_md5(a.bytes);
+    err = read_archive(a.bytes->data, a.bytes->len, 0, NULL);
+    g_assert_error(err, VMA_ERROR, VMA_ERROR_FORMAT);
+    g_assert_nonnull(strstr(err->message, "not NUL terminated"));
+    g_error_free(err);
+    archive_free(&a);
+}
+
 /* vmstate clusters must come in order */
 static void test_vmstate_out_of_order(void)
 {
@@ -824,6 +925,9 @@ int main(int argc, char **argv)
                     test_vmstate_out_of_order);
     g_test_add_func("/vma/reader/every-truncation", test_every_truncation);
     g_test_add_func("/vma/reader/scan/round-trip", test_scan_round_trip);
+    g_test_add_func("/vma/reader/blob-padding", test_blob_padding);
+    g_test_add_func("/vma/reader/blob-padding-strict",
+                    test_blob_padding_strict);
     for (unsigned i = 0; i < G_N_ELEMENTS(damages); i++) {
         g_autofree char *path = g_strdup_printf("/vma/reader/damaged/%s",
                                                 damages[i].name);
