@@ -177,6 +177,52 @@ void vma_writer_set_error(VmaWriter *w, const char *fmt, ...)
 /* The sticky error, or NULL.  Owned by the writer. */
 const GError *vma_writer_get_error(VmaWriter *w);
 
+/*
+ * Packing extents outside the writer.  A caller that fills extents in
+ * several threads at once packs each extent with vma_extent_pack(), which
+ * needs no writer and no lock, and then, under its lock, commits it with
+ * vma_writer_commit_extent(): the writer checks and records the clusters,
+ * emits the header first if needed, and the caller then outputs the extent
+ * itself (before any other output, still under its lock).
+ */
+
+/* Bytes vma_extent_pack() may need for @clusters clusters */
+#define VMA_EXTENT_PACK_SIZE(clusters) \
+    (VMA_EXTENT_HEADER_SIZE + (size_t)(clusters) * VMA_CLUSTER_SIZE)
+
+/* What vma_extent_pack() stored, for vma_writer_commit_extent() */
+typedef struct VmaPackedExtent {
+    uint8_t dev_id;
+    uint64_t first_cluster;
+    unsigned clusters;      /* consecutive clusters from first_cluster */
+    uint64_t bytes;         /* device bytes they cover */
+    uint64_t zero_bytes;    /* of which were zero (not stored) */
+    size_t len;             /* extent bytes to output */
+} VmaPackedExtent;
+
+/*
+ * Pack @len bytes of disk @dev_id, starting at cluster @first_cluster, into
+ * one extent at @out (at least VMA_EXTENT_PACK_SIZE(clusters) bytes): the
+ * header, then the non-zero 4 KiB blocks.  @buf == NULL means all zero.
+ * @len covers at most VMA_WRITER_EXTENT_CLUSTERS clusters and is a multiple
+ * of the cluster size except at the disk's end.
+ */
+void vma_extent_pack(const uint8_t uuid[VMA_UUID_SIZE], uint8_t dev_id,
+                     uint64_t first_cluster, const void *buf, size_t len,
+                     uint8_t *out, VmaPackedExtent *packed);
+
+/*
+ * Account for an extent packed by vma_extent_pack(): check that its
+ * clusters may be written (each disk cluster exactly once, within the
+ * disk) and record them, writing the header first if this is the first
+ * data.  On success the caller must output the extent next.
+ */
+bool vma_writer_commit_extent(VmaWriter *w, const VmaPackedExtent *packed,
+                              GError **errp);
+
+/* The archive's uuid */
+const uint8_t *vma_writer_get_uuid(VmaWriter *w);
+
 /* Progress of stream @dev_id; false if there is no such stream */
 bool vma_writer_get_stream_stats(VmaWriter *w, uint8_t dev_id,
                                  VmaStreamStats *stats);

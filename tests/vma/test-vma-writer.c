@@ -149,6 +149,65 @@ static void test_extent_split(void)
     }
 }
 
+/*
+ * Extents packed outside the writer (vma_extent_pack) and committed
+ * (vma_writer_commit_extent) read back like the writer's own, mixed with
+ * them; clusters committed twice or past the end are refused.
+ */
+static void test_packed_extents(void)
+{
+    g_autoptr(GByteArray) out = g_byte_array_new();
+    VmaWriter *w = new_writer(out);
+    GError *err = NULL;
+    TestDisk d;
+    TestDisk *disks[2] = { NULL, &d };
+    g_autofree uint8_t *extent = g_malloc(VMA_EXTENT_PACK_SIZE(58));
+    VmaPackedExtent p;
+    TestInput in;
+    VmaReader *r;
+    /* 70 clusters and a partial one; some zero blocks and zero clusters */
+    uint64_t size = 70 * 65536 + 5000;
+
+    test_disk_init(&d, "d", size, 7);
+    memset(d.data + 3 * 65536 + 4096, 0, 4096);
+    memset(d.data + 10 * 65536, 0, 65536);
+    g_assert_cmpuint(vma_writer_register_stream(w, "d", size, &err), ==, 1);
+
+    /* Clusters 0-57 in one packed extent, 58-63 by the writer itself */
+    vma_extent_pack(vma_writer_get_uuid(w), 1, 0, d.data, 58 * 65536, extent,
+                    &p);
+    g_assert_cmpuint(p.clusters, ==, 58);
+    g_assert_cmpuint(p.zero_bytes, ==, 4096 + 65536);
+    g_assert_true(vma_writer_commit_extent(w, &p, &err));
+    g_assert_no_error(err);
+    g_byte_array_append(out, extent, p.len);
+    for (uint64_t c = 58; c < 64; c++) {
+        test_write_cluster(w, 1, &d, c);
+    }
+    /* The rest, with the partial last cluster, packed */
+    vma_extent_pack(vma_writer_get_uuid(w), 1, 64, d.data + 64 * 65536,
+                    size - 64 * 65536, extent, &p);
+    g_assert_cmpuint(p.clusters, ==, 7);
+    g_assert_true(vma_writer_commit_extent(w, &p, &err));
+    g_byte_array_append(out, extent, p.len);
+    /* Twice is refused */
+    g_assert_false(vma_writer_commit_extent(w, &p, &err));
+    g_assert_error(err, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT);
+    g_clear_error(&err);
+    g_assert_true(vma_writer_finish(w, &err));
+    g_assert_no_error(err);
+    vma_writer_free(w);
+
+    in = (TestInput) { .data = out->data, .len = out->len };
+    r = vma_reader_new(test_input_from_memory, &in, &err);
+    g_assert_no_error(err);
+    g_assert_true(vma_reader_run(r, test_restore_cluster, disks, &err));
+    g_assert_no_error(err);
+    vma_reader_free(r);
+    g_assert_cmpmem(d.restored, size, d.data, size);
+    test_disk_free(&d);
+}
+
 static void test_configs_only(void)
 {
     g_autoptr(GByteArray) out = g_byte_array_new();
@@ -366,6 +425,7 @@ int main(int argc, char **argv)
     g_test_add_func("/vma/writer/header-layout", test_header_layout);
     g_test_add_func("/vma/writer/cluster-encoding", test_cluster_encoding);
     g_test_add_func("/vma/writer/extent-split", test_extent_split);
+    g_test_add_func("/vma/writer/packed-extents", test_packed_extents);
     g_test_add_func("/vma/writer/configs-only", test_configs_only);
     g_test_add_func("/vma/writer/limits", test_limits);
     g_test_add_func("/vma/writer/bad-names", test_bad_names);
