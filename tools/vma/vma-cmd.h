@@ -19,7 +19,9 @@
 #include "block/vma.h"
 #include "vma-input.h"
 
-#define VMA_EXIT_USAGE          2
+/* Exit statuses besides 0 and EXIT_FAILURE, as the reference tool has them */
+#define VMA_EXIT_USAGE          1
+#define VMA_EXIT_NO_CONFIG      255
 #define VMA_DEFAULT_CONFIG      "qemu-server.conf"
 #define VMA_VMSTATE_FILE        "vmstate.bin"
 
@@ -50,10 +52,16 @@ void vma_cmd_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
  */
 int vma_cmd_fail(const GError *err);
 
+/* Print the usage text on stdout (-h, help); returns the exit status */
+int vma_cmd_help(void);
+
 /* Report a command line error with the usage text; returns the status */
 int vma_cmd_usage_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 
-/* Describe a getopt() failure (optstring started with ':') */
+/*
+ * Describe a getopt() failure (optstring started with ':'), or print the
+ * help for -h (every command's optstring has 'h')
+ */
 int vma_cmd_option_error(const char *cmd, int opt, char **argv);
 
 /* @name with control characters escaped, for messages and listings */

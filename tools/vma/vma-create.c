@@ -4,7 +4,11 @@
  * Each source is read front to back in large chunks; extents the back end
  * reports as zero (holes, unallocated or zero clusters) are recorded as zero
  * clusters without reading them.  The archive is written in one sequential
- * pass, so it can go to a pipe.
+ * pass, so it can go to a pipe, a FIFO or a command (vma-output.h).
+ *
+ * A disk whose size is not a multiple of 512 is archived padded with zeroes
+ * to the next multiple, as QEMU sizes block devices: the reference reader
+ * drops a disk's last partial sector.
  *
  * Copyright (c) the VMA backup authors
  *
@@ -21,7 +25,10 @@
 #include <unistd.h>
 #include "vma-cmd.h"
 #include "vma-ops.h"
+#include "vma-output.h"
 #include "vma-progress.h"
+#include "vma-report.h"
+#include "vma-source-check.h"
 
 /* Sources are read in chunks of this many bytes */
 #define CREATE_CHUNK_SIZE   (4 * 1024 * 1024)
@@ -30,9 +37,11 @@
 
 typedef struct CreateDevice {
     char *format;
+    bool format_given;          /* false: raw, checked not to be an image */
     char *name;
     char *path;
     VmaSource *src;
+    uint64_t size;              /* in the archive: src->size, disks padded */
     uint8_t dev_id;
     bool is_vmstate;
 } CreateDevice;
@@ -40,14 +49,16 @@ typedef struct CreateDevice {
 typedef struct CreateJob {
     GPtrArray *config_paths;
     GPtrArray *devices;         /* of CreateDevice */
+    bool verbose;
     VmaWriter *writer;
-    const char *archive;        /* "-" for stdout */
+    const char *archive;        /* "-": stdout, "exec:<cmd>", a FIFO... */
+    VmaOutput *output;
     int fd;
-    bool archive_created;       /* unlink it if we fail */
     uint8_t *buf;               /* CREATE_CHUNK_SIZE */
     uint8_t *out_buf;           /* CREATE_OUTPUT_BUFFER_SIZE */
     size_t out_len;
     VmaProgress *progress;
+    int last_percent;           /* of the reference progress lines */
     uint64_t done;
 } CreateJob;
 
@@ -84,6 +95,7 @@ static CreateDevice *parse_device_spec(const char *spec, unsigned index)
         }
         dev->format = g_strndup(spec + strlen("format="),
                                 colon - spec - strlen("format="));
+        dev->format_given = true;
         rest = colon + 1;
     } else {
         dev->format = g_strdup(vma_default_source_format());
@@ -104,13 +116,25 @@ static CreateDevice *parse_device_spec(const char *spec, unsigned index)
     return dev;
 }
 
-static int create_add_device(CreateJob *job, const char *spec)
+/*
+ * Add the device @spec of a -d option or, with @positional, of an argument
+ * after the archive: the reference tool's old form, which it probes; we
+ * read it as raw (refusing what looks like another format) and warn.
+ */
+static int create_add_device(CreateJob *job, const char *spec,
+                             bool positional)
 {
     CreateDevice *dev = parse_device_spec(spec, job->devices->len);
 
     if (!dev) {
         return vma_cmd_usage_error("create: bad device '%s': expected "
                                    "[format=<fmt>:]<devname>=<path>", spec);
+    }
+    if (positional && !dev->format_given) {
+        g_free(dev->format);
+        dev->format = g_strdup("raw");
+        vma_cmd_error("warning: devices without -d are deprecated: use "
+                      "-d format=raw:%s=%s", dev->name, dev->path);
     }
     if (!dev->format) {
         /* Probing would let a guest's raw disk pass itself off as qcow2 */
@@ -186,6 +210,21 @@ static bool create_open_device(CreateJob *job, CreateDevice *dev,
                     dev->format, dev->name, vma_known_source_formats());
         return false;
     }
+    if (!vma_source_check_kind(dev->path, errp)) {
+        return false;
+    }
+    if (!dev->format_given) {
+        const char *looks = vma_source_looks_like(dev->path);
+
+        if (looks) {
+            g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
+                        "device '%s': '%s' looks like %s, not raw; "
+                        "give its format: -d format=<fmt>:%s=%s (formats "
+                        "are never guessed)", dev->name, dev->path, looks,
+                        dev->name, dev->path);
+            return false;
+        }
+    }
     dev->src = ops->open(dev->format, dev->path, errp);
     if (!dev->src) {
         return false;
@@ -195,13 +234,23 @@ static bool create_open_device(CreateJob *job, CreateDevice *dev,
                     "device '%s' (%s) is empty", dev->name, dev->path);
         return false;
     }
+    dev->size = dev->src->size;
     if (dev->is_vmstate) {
-        dev->dev_id = vma_writer_register_vmstate(job->writer, dev->src->size,
+        dev->dev_id = vma_writer_register_vmstate(job->writer, dev->size,
                                                   errp);
-    } else {
-        dev->dev_id = vma_writer_register_stream(job->writer, dev->name,
-                                                 dev->src->size, errp);
+        return dev->dev_id != 0;
     }
+    if (dev->size % 512) {
+        dev->size += 512 - dev->size % 512;
+        if (job->verbose) {
+            vma_cmd_error("device '%s': %" G_GUINT64_FORMAT " bytes, not a "
+                          "multiple of 512: archived as %" G_GUINT64_FORMAT
+                          " bytes, padded with zeroes", dev->name,
+                          dev->src->size, dev->size);
+        }
+    }
+    dev->dev_id = vma_writer_register_stream(job->writer, dev->name,
+                                             dev->size, errp);
     return dev->dev_id != 0;
 }
 
@@ -262,7 +311,7 @@ static bool create_write_zeroes(CreateJob *job, CreateDevice *dev,
                                 uint64_t first, uint64_t count,
                                 GError **errp)
 {
-    uint64_t size = dev->src->size;
+    uint64_t size = dev->size;
 
     if (!dev->is_vmstate) {
         return vma_writer_write_zero_clusters(job->writer, dev->dev_id, first,
@@ -280,22 +329,51 @@ static bool create_write_zeroes(CreateJob *job, CreateDevice *dev,
     return true;
 }
 
+/* Progress: ours on a terminal, the reference's lines with -v */
+static void create_report(CreateJob *job)
+{
+    uint64_t total = 0, transferred = 0, zero_bytes = 0;
+
+    vma_progress_update(job->progress, job->done);
+    if (!job->verbose) {
+        return;
+    }
+    for (unsigned i = 0; i < job->devices->len; i++) {
+        CreateDevice *dev = job->devices->pdata[i];
+        VmaStreamStats st;
+
+        if (vma_writer_get_stream_stats(job->writer, dev->dev_id, &st)) {
+            total += dev->size;
+            transferred += st.transferred;
+            zero_bytes += st.zero_bytes;
+        }
+    }
+    if (total) {
+        vma_report_create_progress(&job->last_percent, transferred, total,
+                                   zero_bytes);
+    }
+}
+
 /* Read clusters [@first, @end) in chunks and hand them to the writer */
 static bool create_copy_data(CreateJob *job, CreateDevice *dev,
                              uint64_t first, uint64_t end, GError **errp)
 {
     const uint64_t chunk_clusters = CREATE_CHUNK_SIZE / VMA_CLUSTER_SIZE;
-    uint64_t size = dev->src->size;
+    uint64_t size = dev->size;
 
     for (uint64_t c = first; c < end; c += chunk_clusters) {
         uint64_t offset = c * VMA_CLUSTER_SIZE;
         uint64_t n = MIN(chunk_clusters, end - c);
         size_t len = MIN(n * VMA_CLUSTER_SIZE, size - offset);
+        /* The padding past the source's end reads as zeroes */
+        size_t from_src = MIN(len, dev->src->size - offset);
 
         if (!vma_check_interrupted(errp) ||
-            !dev->src->ops->read(dev->src, offset, job->buf, len, errp)) {
+            !dev->src->ops->read(dev->src, offset, job->buf, from_src,
+                                 errp)) {
             return false;
         }
+        memset(job->buf + from_src, 0, len - from_src);
         for (uint64_t i = 0; i < n; i++) {
             size_t pos = i * VMA_CLUSTER_SIZE;
 
@@ -307,7 +385,7 @@ static bool create_copy_data(CreateJob *job, CreateDevice *dev,
             }
         }
         job->done += len;
-        vma_progress_update(job->progress, job->done);
+        create_report(job);
     }
     return true;
 }
@@ -319,7 +397,7 @@ static bool create_copy_data(CreateJob *job, CreateDevice *dev,
 static bool create_copy_device(CreateJob *job, CreateDevice *dev,
                                GError **errp)
 {
-    uint64_t size = dev->src->size;
+    uint64_t size = dev->size;
     uint64_t clusters = size / VMA_CLUSTER_SIZE + !!(size % VMA_CLUSTER_SIZE);
     uint64_t c = 0;
 
@@ -334,7 +412,9 @@ static bool create_copy_device(CreateJob *job, CreateDevice *dev,
             return false;
         }
         if (!is_data) {
-            end_cluster = end >= size ? clusters : end / VMA_CLUSTER_SIZE;
+            /* A hole to the source's end runs through the padding */
+            end_cluster = end >= dev->src->size ? clusters :
+                          end / VMA_CLUSTER_SIZE;
             if (end_cluster > c) {
                 if (!create_write_zeroes(job, dev, c, end_cluster - c,
                                          errp)) {
@@ -342,7 +422,7 @@ static bool create_copy_device(CreateJob *job, CreateDevice *dev,
                 }
                 job->done += MIN(end_cluster * VMA_CLUSTER_SIZE, size) -
                              offset;
-                vma_progress_update(job->progress, job->done);
+                create_report(job);
                 c = end_cluster;
                 continue;
             }
@@ -396,44 +476,40 @@ static bool create_prepare(CreateJob *job, GError **errp)
 
 static bool create_open_archive(CreateJob *job, GError **errp)
 {
-    if (!strcmp(job->archive, "-")) {
-        if (isatty(STDOUT_FILENO)) {
-            g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
-                        "refusing to write an archive to a terminal");
-            return false;
-        }
-        job->fd = STDOUT_FILENO;
-        return true;
-    }
-    /* Never O_DIRECT: it fails on tmpfs and loses data on pipes */
-    job->fd = open(job->archive, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-                   0666);
-    if (job->fd < 0) {
-        int err = errno;
-
-        g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(err),
-                    "cannot create '%s': %s", job->archive, g_strerror(err));
+    job->output = vma_output_open(job->archive, errp);
+    if (!job->output) {
         return false;
     }
-    job->archive_created = true;
+    job->fd = vma_output_fd(job->output);
     return true;
 }
 
 static bool create_close_archive(CreateJob *job, GError **errp)
 {
-    int fd = job->fd;
     int err = -create_flush_output(job);
+    VmaOutput *output = g_steal_pointer(&job->output);
 
     job->fd = -1;
-    if (fd != STDOUT_FILENO && close(fd) < 0 && !err) {
-        err = errno;
-    }
     if (err) {
+        vma_output_close(output, false, NULL);
         g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(err),
                     "writing the archive failed: %s", g_strerror(err));
         return false;
     }
-    return true;
+    return vma_output_close(output, true, errp);
+}
+
+/* The reference tool's summary, one line per image */
+static void create_report_images(CreateJob *job)
+{
+    for (unsigned i = 0; i < job->devices->len; i++) {
+        CreateDevice *dev = job->devices->pdata[i];
+        VmaStreamStats st;
+
+        if (vma_writer_get_stream_stats(job->writer, dev->dev_id, &st)) {
+            vma_report_create_image(dev->name, dev->size, st.zero_bytes);
+        }
+    }
 }
 
 static uint64_t create_total_bytes(CreateJob *job)
@@ -443,19 +519,22 @@ static uint64_t create_total_bytes(CreateJob *job)
     for (unsigned i = 0; i < job->devices->len; i++) {
         CreateDevice *dev = job->devices->pdata[i];
 
-        total += dev->src->size;
+        total += dev->size;
     }
     return total;
 }
 
 static bool create_run(CreateJob *job, bool verbose, GError **errp)
 {
+    job->verbose = verbose;
     if (!create_prepare(job, errp) || !create_open_archive(job, errp)) {
         return false;
     }
     if (verbose) {
         job->progress = vma_progress_new("create", create_total_bytes(job));
+        job->last_percent = -1;
     }
+    create_report(job);
     job->buf = g_malloc(CREATE_CHUNK_SIZE);
     job->out_buf = g_malloc(CREATE_OUTPUT_BUFFER_SIZE);
     for (unsigned i = 0; i < job->devices->len; i++) {
@@ -468,17 +547,16 @@ static bool create_run(CreateJob *job, bool verbose, GError **errp)
         return false;
     }
     vma_progress_finish(job->progress, job->done);
+    if (verbose) {
+        create_report_images(job);
+    }
     return true;
 }
 
 static void create_cleanup(CreateJob *job, bool ok)
 {
-    if (job->fd >= 0 && job->fd != STDOUT_FILENO) {
-        close(job->fd);
-    }
-    if (!ok && job->archive_created) {
-        unlink(job->archive);
-    }
+    /* After a failure: the partial archive goes */
+    vma_output_close(job->output, false, NULL);
     vma_writer_free(job->writer);
     vma_progress_free(job->progress);
     g_ptr_array_unref(job->devices);
@@ -500,7 +578,7 @@ int vma_cmd_create(int argc, char **argv)
     int opt;
 
     while (ret == EXIT_SUCCESS &&
-           (opt = getopt(argc, argv, ":vc:d:")) != -1) {
+           (opt = getopt(argc, argv, ":hvc:d:")) != -1) {
         switch (opt) {
         case 'v':
             verbose = true;
@@ -509,7 +587,7 @@ int vma_cmd_create(int argc, char **argv)
             g_ptr_array_add(job.config_paths, optarg);
             break;
         case 'd':
-            ret = create_add_device(&job, optarg);
+            ret = create_add_device(&job, optarg, false);
             break;
         default:
             ret = vma_cmd_option_error("create", opt, argv);
@@ -518,14 +596,19 @@ int vma_cmd_create(int argc, char **argv)
     if (ret == EXIT_SUCCESS && optind >= argc) {
         ret = vma_cmd_usage_error("create: expected an archive");
     }
+    if (ret == EXIT_SUCCESS && optind + 1 < argc && job.devices->len) {
+        ret = vma_cmd_usage_error("create: unexpected argument '%s': give "
+                                  "every device with -d", argv[optind + 1]);
+    }
     if (ret == EXIT_SUCCESS) {
         job.archive = argv[optind];
-        /* The reference tool's form: devices as positional arguments */
+        /* The reference tool's old form: devices as arguments */
         for (int i = optind + 1; i < argc && ret == EXIT_SUCCESS; i++) {
-            ret = create_add_device(&job, argv[i]);
+            ret = create_add_device(&job, argv[i], true);
         }
     }
     if (ret == EXIT_SUCCESS && !create_run(&job, verbose, &err)) {
+        vma_output_explain(job.output, err);
         ret = vma_cmd_fail(err);
     }
     create_cleanup(&job, ret == EXIT_SUCCESS);

@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 #include "vma-cmd.h"
 #include "vma-ops.h"
 #include "vma-progress.h"
+#include "vma-report.h"
 #include "vma-restore-map.h"
 
 /*
@@ -41,6 +43,7 @@ static const uint8_t zero_cluster[VMA_CLUSTER_SIZE];
 /* ------------------------------------------------------------------------ */
 
 typedef struct VerifyJob {
+    VmaReadReport *report;
     VmaProgress *progress;
     uint64_t done;
 } VerifyJob;
@@ -52,6 +55,7 @@ static bool verify_cluster(void *opaque, const VmaDeviceInfo *dev,
     VerifyJob *job = opaque;
 
     job->done += len;
+    vma_read_report_cluster(job->report, mask);
     vma_progress_update(job->progress, job->done);
     return vma_check_interrupted(errp);
 }
@@ -65,7 +69,7 @@ int vma_cmd_verify(int argc, char **argv)
     bool ok;
     int opt;
 
-    while ((opt = getopt(argc, argv, ":v")) != -1) {
+    while ((opt = getopt(argc, argv, ":hv")) != -1) {
         switch (opt) {
         case 'v':
             verbose = true;
@@ -81,6 +85,10 @@ int vma_cmd_verify(int argc, char **argv)
         return vma_cmd_fail(err);
     }
     if (verbose) {
+        /* As the reference: the listing first, then progress */
+        vma_list_print_human(a.reader);
+        fflush(stdout);
+        job.report = vma_read_report_new(a.reader);
         job.progress = vma_progress_new("verify",
                                         vma_archive_total_bytes(a.reader));
     }
@@ -89,10 +97,15 @@ int vma_cmd_verify(int argc, char **argv)
                         &err);
     if (ok) {
         vma_progress_finish(job.progress, job.done);
+        vma_read_report_finish(job.report);
     } else {
         vma_add_input_detail(err, a.input);
     }
     vma_progress_free(job.progress);
+    vma_read_report_free(job.report);
+    if (ok && !vma_flush_stdout(&err)) {
+        ok = false;
+    }
     vma_archive_close(&a);
     return ok ? EXIT_SUCCESS : vma_cmd_fail(err);
 }
@@ -111,13 +124,23 @@ typedef struct ExtractJob {
     VmaMapEntry *mapped[VMA_MAX_DEVICES];   /* by dev_id, into map */
     VmaTarget *targets[VMA_MAX_DEVICES];
     GPtrArray *files;                   /* written into dir, for cleanup */
+    struct stat input_st;               /* of the archive, when it has one */
+    bool have_input_st;
+    VmaReadReport *report;
     VmaProgress *progress;
     uint64_t done;
 } ExtractJob;
 
-/* Select the devices named in the comma separated lists of @names */
+/*
+ * Select the devices named in the comma separated lists of @names (every
+ * -d adds to the selection).  As in the reference tool, a name the archive
+ * does not have selects nothing; we warn about it, and refuse a selection
+ * that ends up empty: that is a mistake, not a restore.
+ */
 static bool extract_select(ExtractJob *job, GPtrArray *names, GError **errp)
 {
+    bool any = false;
+
     if (names->len == 0) {
         memset(job->selected, true, sizeof(job->selected));
         return true;
@@ -135,12 +158,18 @@ static bool extract_select(ExtractJob *job, GPtrArray *names, GError **errp)
             if (!dev) {
                 g_autofree char *shown = vma_printable_name(*name);
 
-                g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
-                            "no device '%s' in the archive", shown);
-                return false;
+                vma_cmd_error("warning: no device '%s' in the archive "
+                              "(-d): ignored", shown);
+                continue;
             }
             job->selected[dev->dev_id] = true;
+            any = true;
         }
+    }
+    if (!any) {
+        g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
+                    "none of the devices given with -d is in the archive");
+        return false;
     }
     return true;
 }
@@ -232,39 +261,74 @@ static char *extract_file_name(const VmaDeviceInfo *dev)
     return g_strdup_printf("disk-%s.raw", dev->name);
 }
 
-/* Every name that becomes a path must be harmless and unique */
-static bool extract_check_names(ExtractJob *job, GError **errp)
+/* Add @file, which config or device @owner creates, to @files */
+static bool extract_claim_name(GHashTable *files, char *file,
+                               const char *owner, GError **errp)
+{
+    g_autofree char *shown = vma_printable_name(file);
+    const char *other;
+
+    if (strlen(file) > NAME_MAX) {
+        g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
+                    "refusing to extract: the file '%s' of %s would be "
+                    "longer than %d bytes", shown, owner, NAME_MAX);
+        g_free(file);
+        return false;
+    }
+    other = g_hash_table_lookup(files, file);
+    if (other) {
+        g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
+                    "refusing to extract: %s and %s both need the file "
+                    "'%s'", other, owner, shown);
+        g_free(file);
+        return false;
+    }
+    g_hash_table_insert(files, file, g_strdup(owner));
+    return true;
+}
+
+/*
+ * Every name that becomes a path must be harmless, short enough and
+ * unique, temporary names included: checked before anything is created.
+ * With a restore map, disks go to their targets, not into the directory.
+ */
+static bool extract_check_names(ExtractJob *job, bool with_map,
+                                GError **errp)
 {
     VmaReader *r = job->reader;
     g_autoptr(GHashTable) files = g_hash_table_new_full(g_str_hash,
                                                         g_str_equal,
-                                                        g_free, NULL);
+                                                        g_free, g_free);
 
     for (unsigned i = 0; i < vma_reader_get_config_count(r); i++) {
         const VmaConfigInfo *c = vma_reader_get_config(r, i);
+        g_autofree char *shown = vma_printable_name(c->name);
+        g_autofree char *owner = g_strdup_printf("config '%s'", shown);
 
-        if (!refuse_unsafe_name("config", c->name, errp)) {
+        if (!refuse_unsafe_name("config", c->name, errp) ||
+            !extract_claim_name(files, g_strdup(c->name), owner, errp)) {
             return false;
         }
-        g_hash_table_add(files, g_strdup(c->name));
     }
     for (unsigned i = 0; i < vma_reader_get_device_count(r); i++) {
         const VmaDeviceInfo *dev = vma_reader_get_device(r, i);
+        g_autofree char *shown = NULL;
+        g_autofree char *owner = NULL;
         char *file;
 
-        if (!job->selected[dev->dev_id] || job->mapped[dev->dev_id]) {
+        if (!job->selected[dev->dev_id] || (with_map && !dev->is_vmstate)) {
             continue;
         }
         if (!refuse_unsafe_name("device", dev->name, errp)) {
             return false;
         }
+        shown = vma_printable_name(dev->name);
+        owner = g_strdup_printf("device '%s'", shown);
         file = extract_file_name(dev);
-        if (!g_hash_table_add(files, file)) {
-            g_autofree char *shown = vma_printable_name(file);
-
-            g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
-                        "refusing to extract: config '%s' has the name of "
-                        "the file of device '%s'", shown, dev->name);
+        /* The temporary name of vma-target-raw.c's create() */
+        if (!extract_claim_name(files, g_strconcat("tmp-", file, NULL),
+                                owner, errp) ||
+            !extract_claim_name(files, file, owner, errp)) {
             return false;
         }
     }
@@ -292,6 +356,61 @@ static bool extract_check_target_size(const VmaDeviceInfo *dev,
                     "more are accepted)", e->target, shown, t->size,
                     dev->size, TARGET_SIZE_SLACK);
         return false;
+    }
+    return true;
+}
+
+/* Device and inode (or the device number of a block device) of @st */
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+    if (S_ISBLK(a->st_mode) && S_ISBLK(b->st_mode)) {
+        return a->st_rdev == b->st_rdev;
+    }
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+/*
+ * A restore must not write into the archive it reads, nor two disks into
+ * one target.  Targets are compared as files (through symlinks) where they
+ * are local files or devices, else by name (nbd://, rbd: ...).
+ */
+static bool extract_check_map_targets(ExtractJob *job, GError **errp)
+{
+    VmaReader *r = job->reader;
+    struct stat st[VMA_MAX_DEVICES];
+    bool have_st[VMA_MAX_DEVICES] = { false };
+
+    for (unsigned i = 0; i < vma_reader_get_device_count(r); i++) {
+        const VmaDeviceInfo *dev = vma_reader_get_device(r, i);
+        const VmaMapEntry *e = job->mapped[dev->dev_id];
+
+        if (!e || !job->selected[dev->dev_id]) {
+            continue;
+        }
+        have_st[i] = stat(e->target, &st[i]) == 0;
+        if (have_st[i] && job->have_input_st &&
+            same_file(&st[i], &job->input_st)) {
+            g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
+                        "restore map line %u: target '%s' is the archive "
+                        "being read", e->line, e->target);
+            return false;
+        }
+        for (unsigned j = 0; j < i; j++) {
+            const VmaDeviceInfo *other = vma_reader_get_device(r, j);
+            const VmaMapEntry *o = job->mapped[other->dev_id];
+
+            if (!o || !job->selected[other->dev_id]) {
+                continue;
+            }
+            if (have_st[i] && have_st[j] ? same_file(&st[i], &st[j]) :
+                !strcmp(e->target, o->target)) {
+                g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
+                            "restore map line %u: target '%s' is also the "
+                            "target of line %u", e->line, e->target,
+                            o->line);
+                return false;
+            }
+        }
     }
     return true;
 }
@@ -432,8 +551,13 @@ static bool extract_create_file_targets(ExtractJob *job, GError **errp)
         if (!job->targets[dev->dev_id]) {
             return false;
         }
+        if (!dev->is_vmstate) {
+            /* What the reference tool prints: scripts look for it */
+            printf("DEVINFO %s/tmp-%s %" PRIu64 "\n", job->dir, file,
+                   dev->size);
+        }
     }
-    return true;
+    return vma_flush_stdout(errp);
 }
 
 /*
@@ -488,6 +612,7 @@ static bool extract_cluster(void *opaque, const VmaDeviceInfo *dev,
     uint64_t offset = cluster_num * VMA_CLUSTER_SIZE;
 
     job->done += len;
+    vma_read_report_cluster(job->report, mask);
     vma_progress_update(job->progress, job->done);
     if (!vma_check_interrupted(errp)) {
         return false;
@@ -550,6 +675,7 @@ static void extract_cleanup(ExtractJob *job, bool ok)
         g_ptr_array_unref(job->map);
     }
     vma_progress_free(job->progress);
+    vma_read_report_free(job->report);
 }
 
 static bool extract_run(ExtractJob *job, GPtrArray *names,
@@ -558,16 +684,23 @@ static bool extract_run(ExtractJob *job, GPtrArray *names,
 {
     bool ok;
 
+    /*
+     * The reference tool's order, which qemu-server relies on: the configs
+     * are in the directory before the listing ends (it reads them when it
+     * sees "CTIME:"), then the map is read, then the data.
+     */
     if (!extract_select(job, names, errp) ||
-        (map_path && !extract_read_map(job, map_path, errp)) ||
-        !extract_check_names(job, errp) ||
-        !extract_open_map_targets(job, errp) ||
+        !extract_check_names(job, map_path != NULL, errp) ||
         !extract_make_dir(job, errp) ||
         !extract_write_configs(job, errp) ||
+        (map_path && (!extract_read_map(job, map_path, errp) ||
+                      !extract_check_map_targets(job, errp) ||
+                      !extract_open_map_targets(job, errp))) ||
         !extract_create_file_targets(job, errp)) {
         return false;
     }
     if (verbose) {
+        job->report = vma_read_report_new(job->reader);
         job->progress = vma_progress_new("extract",
                                          vma_archive_total_bytes(job->reader));
     }
@@ -580,7 +713,8 @@ static bool extract_run(ExtractJob *job, GPtrArray *names,
         return false;
     }
     vma_progress_finish(job->progress, job->done);
-    return true;
+    vma_read_report_finish(job->report);
+    return vma_flush_stdout(errp);
 }
 
 int vma_cmd_extract(int argc, char **argv)
@@ -594,7 +728,7 @@ int vma_cmd_extract(int argc, char **argv)
     bool ok;
     int opt;
 
-    while ((opt = getopt(argc, argv, ":vd:r:")) != -1) {
+    while ((opt = getopt(argc, argv, ":hvd:r:")) != -1) {
         switch (opt) {
         case 'v':
             verbose = true;
@@ -621,6 +755,7 @@ int vma_cmd_extract(int argc, char **argv)
         return vma_cmd_fail(err);
     }
     job.reader = a.reader;
+    job.have_input_st = vma_input_stat(a.input, &job.input_st);
     job.dir = argv[optind + 1];
     job.files = g_ptr_array_new_with_free_func(g_free);
     ok = extract_run(&job, names, map_path, verbose, a.input, &err);

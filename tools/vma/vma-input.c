@@ -113,6 +113,31 @@ static ssize_t plain_read(VmaInput *in, void *buf, size_t len)
     return input_read_fd(in, buf, len);
 }
 
+/*
+ * Zero bytes after the last member (tape or block padding) end the data,
+ * as gzip -d accepts them; anything else after them is garbage
+ */
+static ssize_t gzip_skip_padding(VmaInput *in)
+{
+    for (;;) {
+        ssize_t n;
+
+        for (; in->pos < in->len; in->pos++) {
+            if (in->buf[in->pos] != 0) {
+                return input_fail(in, EIO, "gzip: trailing garbage after "
+                                  "the zero padding");
+            }
+        }
+        n = input_fill(in);
+        if (n < 0) {
+            return n;
+        }
+        if (n == 0) {
+            return 0;
+        }
+    }
+}
+
 static ssize_t gzip_read(VmaInput *in, void *buf, size_t len)
 {
     z_stream *zs = &in->zs;
@@ -131,6 +156,9 @@ static ssize_t gzip_read(VmaInput *in, void *buf, size_t len)
         if (in->gzip_member_done) {
             if (!have_input) {
                 return 0;
+            }
+            if (in->buf[in->pos] == 0) {
+                return gzip_skip_padding(in);
             }
             /* gzip files may hold several members one after another */
             inflateReset(zs);
@@ -288,6 +316,11 @@ void vma_input_close(VmaInput *in)
     g_free(in->error);
     g_free(in->buf);
     g_free(in);
+}
+
+bool vma_input_stat(VmaInput *in, struct stat *st)
+{
+    return fstat(in->fd, st) == 0;
 }
 
 const char *vma_input_get_compression(VmaInput *in)

@@ -13,6 +13,8 @@
 #ifndef VMA_INPUT_H
 #define VMA_INPUT_H
 
+#include <stdbool.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <glib.h>
 
@@ -24,6 +26,9 @@ void vma_input_close(VmaInput *in);
 
 /* A VmaInputFunc: pass vma_input_read and the VmaInput to vma_reader_new() */
 ssize_t vma_input_read(void *opaque, void *buf, size_t len);
+
+/* fstat() of what is read (a file, or stdin); false if that fails */
+bool vma_input_stat(VmaInput *in, struct stat *st);
 
 /* "plain", "gzip" or "zstd" */
 const char *vma_input_get_compression(VmaInput *in);

@@ -124,7 +124,7 @@ int vma_cmd_list(int argc, char **argv)
     bool json = false;
     int opt;
 
-    while ((opt = getopt_long(argc, argv, ":o:", long_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, ":ho:", long_options, NULL)) != -1) {
         switch (opt) {
         case 'o':
             if (!strcmp(optarg, "json")) {
@@ -170,7 +170,7 @@ int vma_cmd_config(int argc, char **argv)
     VmaArchiveIn a = { 0 };
     int opt;
 
-    while ((opt = getopt(argc, argv, ":c:")) != -1) {
+    while ((opt = getopt(argc, argv, ":hc:")) != -1) {
         switch (opt) {
         case 'c':
             name = optarg;
@@ -190,8 +190,9 @@ int vma_cmd_config(int argc, char **argv)
         g_autofree char *shown = vma_printable_name(name);
 
         vma_archive_close(&a);
-        vma_cmd_error("no config '%s' in the archive", shown);
-        return EXIT_FAILURE;
+        /* The reference tool's message and status: scripts test for them */
+        fprintf(stderr, "unable to find configuration data '%s'\n", shown);
+        return VMA_EXIT_NO_CONFIG;
     }
     fwrite(config->data, 1, config->len, stdout);
     vma_archive_close(&a);

@@ -1,5 +1,5 @@
 /*
- * vma tool: `-v` progress reports on stderr
+ * vma tool: human progress on stderr when it is a terminal
  *
  * Copyright (c) the VMA backup authors
  *
@@ -16,12 +16,13 @@ typedef struct VmaProgress VmaProgress;
 
 /*
  * Report progress of @what (e.g. "extract") towards @total bytes; 0 means
- * the total is unknown.  Every function accepts NULL (no reports).
+ * the total is unknown.  NULL when stderr is not a terminal; every function
+ * accepts NULL (no reports).
  */
 VmaProgress *vma_progress_new(const char *what, uint64_t total);
 void vma_progress_free(VmaProgress *p);
 
-/* @done bytes so far; prints a line at most twice a second */
+/* @done bytes so far; rewrites the line at most twice a second */
 void vma_progress_update(VmaProgress *p, uint64_t done);
 
 /* Print the final line */

@@ -32,36 +32,34 @@ volatile sig_atomic_t vma_interrupted;
 static void print_usage(FILE *f)
 {
     fprintf(f,
-"Usage:\n"
-"  vma list [--output=human|json] <archive|->\n"
-"  vma config <archive|-> [-c <name>]\n"
-"  vma create <archive|-> [-v] [-c <file>]...\n"
-"             [-d [format=<fmt>:]<devname>=<path>]... [<devname>=<path>]...\n"
-"  vma extract <archive|-> [-v] [-d <dev>[,<dev>...]]... [-r <map>]\n"
-"              <targetdir>\n"
-"  vma verify <archive|-> [-v]\n"
-"  vma help\n"
+"usage: vma command [command options]\n"
 "\n"
-"Archives are read plain, gzip or zstd compressed; '-' is stdin (or stdout\n"
-"for create).  'config' prints %s unless -c names another config.\n"
+"vma list [--output=human|json] <filename>\n"
+"vma config <filename> [-c <config>]\n"
+"vma create <filename> [-v] [-c <config>]... "
+"[-d format=<format>:<device name>=<path>]...\n"
+"vma extract <filename> [-v] [-d <drive-list>]... [-r <fifo>] <targetdir>\n"
+"vma verify <filename> [-v]\n"
+"vma help, vma <command> -h\n"
+"\n"
+"<filename> '-' is stdin (stdout for create); archives are read plain, gzip\n"
+"or zstd compressed.  create also writes to an existing FIFO or, with\n"
+"'exec:<command>', into the stdin of a shell command.  'config' prints\n"
+"%s unless -c names another config.\n"
 "\n", VMA_DEFAULT_CONFIG);
-    if (vma_default_source_format()) {
-        fprintf(f,
-"create: a device spec without format= means format=%s",
-                vma_default_source_format());
-    } else {
-        fprintf(f,
-"create: device specs need format=<fmt> (images are never probed)");
-    }
     fprintf(f,
-"; one without\n"
-"'<devname>=' gets the name disk<N>; the device name 'vmstate' stores the\n"
-"RAM state.  Formats: %s.\n"
+"create: -d format=<format>:<devname>=<path>, formats: %s.  The old form,\n"
+"<devname>=<path> or <path> after the archive (named disk<N>), is\n"
+"deprecated: it is read as raw and refused when it looks like another image\n"
+"format (images are never probed).  The device name 'vmstate' stores the\n"
+"RAM state.  A disk whose size is not a multiple of 512 is padded with\n"
+"zeroes to the next multiple.\n"
 "\n"
 "extract writes configs, the RAM state (vmstate.bin) and, without -r, the\n"
 "disks (disk-<devname>.raw) into <targetdir>, which it creates.  With -r it\n"
-"prints the listing of 'vma list', then reads one line per disk from <map>\n"
-"(a file, FIFO or '-') up to its end, an empty line or 'done':\n"
+"writes the configs, prints the listing of 'vma list', then reads one line\n"
+"per disk from <fifo> (a file, FIFO or '-') up to its end, an empty line\n"
+"or 'done':\n"
 "  [format=<fmt>:][throttling.bps=<n>:][throttling.group=<g>:]"
 "[cache=<mode>:]\n"
 "      {0|1}:<devname>=<target>   restore the disk into <target>, which\n"
@@ -70,8 +68,17 @@ static void print_usage(FILE *f)
 "Every disk selected (-d, default all) needs a line.  Target formats\n"
 "(default raw, never probed): %s.\n"
 "\n"
-"-v reports progress on stderr.\n",
+"-v prints the reference tool's progress lines (extract, verify: stdout;\n"
+"create: stderr), and a progress line with rate and ETA on stderr when it\n"
+"is a terminal.  Exit status: 0 success, 1 error (usage: this text on\n"
+"stdout), 255 'config' without that config, 128+N stopped by signal N.\n",
             vma_known_source_formats(), vma_known_target_formats());
+}
+
+int vma_cmd_help(void)
+{
+    print_usage(stdout);
+    return vma_flush_stdout(NULL) ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
 void vma_cmd_error(const char *fmt, ...)
@@ -104,7 +111,9 @@ int vma_cmd_usage_error(const char *fmt, ...)
     msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
     vma_cmd_error("%s", msg);
-    print_usage(stderr);
+    /* As the reference tool: the usage text on stdout, exit status 1 */
+    print_usage(stdout);
+    fflush(stdout);
     return VMA_EXIT_USAGE;
 }
 
@@ -112,6 +121,9 @@ int vma_cmd_option_error(const char *cmd, int opt, char **argv)
 {
     const char *arg = argv[optind - 1];
 
+    if (opt == 'h') {
+        return vma_cmd_help();
+    }
     if (opt == ':') {
         return vma_cmd_usage_error("%s: option '%s' needs an argument", cmd,
                                    arg);
@@ -282,8 +294,7 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") ||
         !strcmp(cmd, "-h")) {
-        print_usage(stdout);
-        return EXIT_SUCCESS;
+        return vma_cmd_help();
     }
     setup_signals();
     for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
