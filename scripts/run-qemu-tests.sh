@@ -12,6 +12,10 @@
 #   iotests-vma       our iotests (every tests/qemu-iotests/tests/* of this
 #                     repo), the same way
 #   qtest             qmp-cmd-test and test-hmp, 1 test per TAP line
+#   ceph              tests/ceph/run-tests.sh: backup of RBD disks and
+#                     restore into RBD on a private Ceph cluster it starts
+#                     and stops; all skipped (with the reason) if Ceph
+#                     cannot start
 #
 # iotests: "not run" counts as skipped; a test ./check did not report (it
 # crashed or timed out) counts as failed.  If the QEMU build fails, every
@@ -41,6 +45,7 @@ QTESTS=(qmp-cmd-test test-hmp)
 # Each ./check run or qtest program is killed after this many seconds
 IOTEST_TIMEOUT=${IOTEST_TIMEOUT:-900}
 QTEST_TIMEOUT=${QTEST_TIMEOUT:-300}
+CEPH_TIMEOUT=${CEPH_TIMEOUT:-600}
 
 total_pass=0 total_fail=0 total_skip=0
 record() {
@@ -187,27 +192,50 @@ run_qtests() {
     record qtest $pass $fail $skip $((SECONDS - start))
 }
 
+# --- ceph ------------------------------------------------------------------
+run_ceph() {
+    local start=$SECONDS log=$LOGDIR/ceph.log rc last
+    timeout -k 30 "$CEPH_TIMEOUT" tests/ceph/run-tests.sh "$BUILD" >"$log" 2>&1
+    rc=$?
+    [ $rc -eq 124 ] && echo "ceph: killed after ${CEPH_TIMEOUT}s"
+    # the cluster's start time, and why tests were skipped
+    grep -E '^ceph-start: cluster up|^SKIP|\.\.\. skipped' "$log" | sed 's/^/ceph: /'
+    last=$(tail -n 1 "$log")
+    if [[ $last =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed,\ ([0-9]+)\ skipped$ ]]; then
+        local p=${BASH_REMATCH[1]} f=${BASH_REMATCH[2]} s=${BASH_REMATCH[3]}
+        [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+        [ "$f" -gt 0 ] && grep -E -A 15 '^(FAIL|ERROR):' "$log" | head -n 60
+        record ceph "$p" "$f" "$s" $((SECONDS - start))
+    else
+        echo "ceph: tests/ceph/run-tests.sh ended without a summary (exit $rc); last lines of $log:"
+        tail -n 20 "$log"
+        record ceph 0 1 0 $((SECONDS - start))
+    fi
+}
+
 # ---------------------------------------------------------------------------
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(patches iotests-upstream iotests-vma qtest)
+[ ${#groups[@]} -gt 0 ] || groups=(patches iotests-upstream iotests-vma qtest ceph)
 for g in "${groups[@]}"; do
     case $g in
-        patches|iotests-upstream|iotests-vma|qtest) ;;
+        patches|iotests-upstream|iotests-vma|qtest|ceph) ;;
         *) echo "run-qemu-tests: unknown group '$g'" >&2; exit 2 ;;
     esac
 done
 want() { [[ " ${groups[*]} " == *" $1 "* ]]; }
 
 want patches && run_patches
-if want iotests-upstream || want iotests-vma || want qtest; then
+if want iotests-upstream || want iotests-vma || want qtest || want ceph; then
     if build_qemu; then
         want iotests-upstream && run_iotests iotests-upstream -- "${UPSTREAM_IOTESTS[@]}"
         want iotests-vma && run_vma_iotests
         want qtest && run_qtests
+        want ceph && run_ceph
     else
         want iotests-upstream && record_unbuilt iotests-upstream ${#UPSTREAM_IOTESTS[@]}
         want iotests-vma && record_unbuilt iotests-vma ${#VMA_IOTESTS[@]}
         want qtest && record_unbuilt qtest ${#QTESTS[@]}
+        want ceph && record_unbuilt ceph "$(grep -c '^    def test_' tests/ceph/test_rbd.py)"
     fi
 fi
 
