@@ -40,6 +40,8 @@ static void print_usage(FILE *f)
 "[-d format=<format>:<device name>=<path>]...\n"
 "vma extract <filename> [-v] [-d <drive-list>]... [-r <fifo>] <targetdir>\n"
 "vma verify <filename> [-v]\n"
+"vma mount <filename> <dir>, vma umount <dir>\n"
+"vma serve <filename> --socket <path> | --tcp <host>:<port>\n"
 "vma help, vma <command> -h\n"
 "\n"
 "<filename> '-' is stdin (stdout for create); archives are read plain, gzip\n"
@@ -73,6 +75,12 @@ static void print_usage(FILE *f)
 "is a terminal.  Exit status: 0 success, 1 error (usage: this text on\n"
 "stdout), 255 'config' without that config, 128+N stopped by signal N.\n",
             vma_known_source_formats(), vma_known_target_formats());
+    fprintf(f,
+"\n"
+"mount shows each disk of an uncompressed archive, read-only, as\n"
+"<dir>/<devname>.raw (qemu-storage-daemon FUSE exports, in the background\n"
+"until 'vma umount <dir>'); serve exports them over NBD, one export per\n"
+"disk name, until stopped.  Neither extracts anything.\n");
 }
 
 int vma_cmd_help(void)
@@ -278,6 +286,9 @@ static const struct {
     { "create", vma_cmd_create },
     { "extract", vma_cmd_extract },
     { "verify", vma_cmd_verify },
+    { "mount", vma_cmd_mount },
+    { "umount", vma_cmd_umount },
+    { "serve", vma_cmd_serve },
 };
 
 int main(int argc, char **argv)

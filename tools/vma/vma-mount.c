@@ -1,0 +1,535 @@
+/*
+ * vma mount / umount / serve: the disks of an archive, without extracting
+ *
+ *   vma mount <archive> <dir>      each disk as <dir>/<devname>.raw
+ *   vma umount <dir>
+ *   vma serve <archive> (--socket <path> | --tcp <host>:<port>)
+ *
+ * All three run qemu-storage-daemon with QEMU's read-only vma block driver
+ * on the archive (one node per disk): FUSE exports for mount (the daemon
+ * runs in the background until umount), NBD exports named after the disks
+ * for serve (in the foreground, until it is stopped).  The archive is
+ * opened at random access: it must be an uncompressed file.
+ *
+ * Copyright (c) the VMA backup authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "vma-cmd.h"
+
+/* Files vma mount keeps in the mount directory */
+#define MOUNT_PIDFILE   ".vma-mount.pid"
+#define MOUNT_STATE     ".vma-mount"
+#define QSD_NAME        "qemu-storage-daemon"
+
+/* A disk of the archive and the name it is exported under */
+typedef struct ExportDisk {
+    uint8_t dev_id;
+    char *name;
+} ExportDisk;
+
+static void export_disks_free(GArray *disks)
+{
+    for (guint i = 0; i < disks->len; i++) {
+        g_free(g_array_index(disks, ExportDisk, i).name);
+    }
+    g_array_free(disks, true);
+}
+
+/*
+ * The qemu-storage-daemon to run: $VMA_STORAGE_DAEMON, the one of the
+ * build tree or installation this vma comes from, or the one in $PATH
+ */
+static char *find_storage_daemon(GError **errp)
+{
+    const char *env = g_getenv("VMA_STORAGE_DAEMON");
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    char *found;
+
+    if (env) {
+        return g_strdup(env);
+    }
+    if (self) {
+        g_autofree char *dir = g_path_get_dirname(self);
+        const char *candidates[] = { "storage-daemon/" QSD_NAME, QSD_NAME };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(candidates); i++) {
+            char *p = g_build_filename(dir, candidates[i], NULL);
+
+            if (g_file_test(p, G_FILE_TEST_IS_EXECUTABLE)) {
+                return p;
+            }
+            g_free(p);
+        }
+    }
+    found = g_find_program_in_path(QSD_NAME);
+    if (!found) {
+        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_NOENT,
+                    "%s not found (install it, or name it in "
+                    "VMA_STORAGE_DAEMON)", QSD_NAME);
+    }
+    return found;
+}
+
+/* @s with every ',' doubled, for a QEMU option value */
+static char *opt_escape(const char *s)
+{
+    g_auto(GStrv) parts = g_strsplit(s, ",", -1);
+
+    return g_strjoinv(",,", parts);
+}
+
+/*
+ * Read the archive's header and list its disks.  The archive must be a
+ * file that can be read at random: compressed archives are refused here
+ * already, with advice.
+ */
+static GArray *archive_disks(const char *archive, GError **errp)
+{
+    static const struct {
+        const char *name, *magic, *decompress;
+    } compressed[] = {
+        { "zstd", "\x28\xb5\x2f\xfd", "zstd -d" },
+        { "gzip", "\x1f\x8b", "gunzip" },
+        { "lzop", "\x89LZO", "lzop -d" },
+    };
+    GArray *disks;
+    VmaReader *r;
+    uint8_t magic[4] = { 0 };
+    struct stat st;
+    int fd;
+
+    fd = open(archive, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        int err = errno;
+
+        g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(err),
+                    "cannot open '%s': %s", archive, g_strerror(err));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+        g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
+                    "'%s' is not a file: disks are read at random, from a "
+                    "file or block device, never a pipe", archive);
+        close(fd);
+        return NULL;
+    }
+    if (pread(fd, magic, sizeof(magic), 0) > 0) {
+        for (size_t i = 0; i < G_N_ELEMENTS(compressed); i++) {
+            if (!memcmp(magic, compressed[i].magic,
+                        strlen(compressed[i].magic))) {
+                g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
+                            "'%s' is %s compressed: a compressed archive "
+                            "cannot be read at random; decompress it first "
+                            "(%s)", archive, compressed[i].name,
+                            compressed[i].decompress);
+                close(fd);
+                return NULL;
+            }
+        }
+    }
+    r = vma_reader_new_fd(fd, errp);
+    close(fd);
+    if (!r) {
+        return NULL;
+    }
+    disks = g_array_new(false, true, sizeof(ExportDisk));
+    for (unsigned i = 0; i < vma_reader_get_device_count(r); i++) {
+        const VmaDeviceInfo *dev = vma_reader_get_device(r, i);
+        ExportDisk d = { .dev_id = dev->dev_id };
+
+        if (dev->is_vmstate) {
+            continue;
+        }
+        /* A name that is no file name: the disk goes by its number */
+        d.name = vma_name_is_safe(dev->name) ?
+                 g_strdup(dev->name) : g_strdup_printf("disk%u", dev->dev_id);
+        g_array_append_val(disks, d);
+    }
+    vma_reader_free(r);
+    if (!disks->len) {
+        g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
+                    "'%s' holds no disk", archive);
+        export_disks_free(disks);
+        return NULL;
+    }
+    return disks;
+}
+
+/* qemu-storage-daemon with the archive and one vma node "disk<i>" per disk */
+static GPtrArray *daemon_args(const char *qsd, const char *archive,
+                              GArray *disks)
+{
+    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+    g_autofree char *abs = g_canonicalize_filename(archive, NULL);
+    g_autofree char *file = opt_escape(abs);
+
+    g_ptr_array_add(argv, g_strdup(qsd));
+    g_ptr_array_add(argv, g_strdup("--blockdev"));
+    g_ptr_array_add(argv, g_strdup_printf("driver=file,node-name=archive,"
+                                          "read-only=on,filename=%s", file));
+    for (guint i = 0; i < disks->len; i++) {
+        ExportDisk *d = &g_array_index(disks, ExportDisk, i);
+
+        g_ptr_array_add(argv, g_strdup("--blockdev"));
+        g_ptr_array_add(argv, g_strdup_printf("driver=vma,node-name=disk%u,"
+                                              "file=archive,read-only=on,"
+                                              "dev-id=%u", i, d->dev_id));
+    }
+    return argv;
+}
+
+/* ------------------------------------------------------------------------ */
+/* vma mount                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Remove what mount put into @dir (the exported files, its own files) */
+static void mount_cleanup(const char *dir, GArray *disks, bool made_dir)
+{
+    g_autofree char *pidfile = g_build_filename(dir, MOUNT_PIDFILE, NULL);
+    g_autofree char *state = g_build_filename(dir, MOUNT_STATE, NULL);
+
+    for (guint i = 0; disks && i < disks->len; i++) {
+        g_autofree char *f = g_strdup_printf("%s/%s.raw", dir,
+                                             g_array_index(disks, ExportDisk,
+                                                           i).name);
+        unlink(f);
+    }
+    unlink(pidfile);
+    unlink(state);
+    if (made_dir) {
+        rmdir(dir);
+    }
+}
+
+/* Create @dir, or check that it is an empty directory */
+static bool mount_prepare_dir(const char *dir, bool *made_dir, GError **errp)
+{
+    g_autoptr(GDir) d = NULL;
+
+    *made_dir = false;
+    if (mkdir(dir, 0755) == 0) {
+        *made_dir = true;
+        return true;
+    }
+    if (errno != EEXIST) {
+        int err = errno;
+
+        g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(err),
+                    "cannot create '%s': %s", dir, g_strerror(err));
+        return false;
+    }
+    d = g_dir_open(dir, 0, errp);
+    if (!d) {
+        return false;
+    }
+    if (g_dir_read_name(d)) {
+        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_EXIST,
+                    "'%s' is not empty (mounted already?)", dir);
+        return false;
+    }
+    return true;
+}
+
+static bool do_mount(const char *archive, const char *dir, GError **errp)
+{
+    g_autofree char *qsd = find_storage_daemon(errp);
+    g_autoptr(GPtrArray) argv = NULL;
+    g_autoptr(GString) state = g_string_new("");
+    g_autofree char *out = NULL, *err_text = NULL;
+    g_autofree char *abs_dir = NULL;
+    g_autofree char *state_file = NULL;
+    GArray *disks;
+    bool made_dir;
+    int status;
+
+    if (!qsd) {
+        return false;
+    }
+    disks = archive_disks(archive, errp);
+    if (!disks) {
+        return false;
+    }
+    if (!mount_prepare_dir(dir, &made_dir, errp)) {
+        export_disks_free(disks);
+        return false;
+    }
+    abs_dir = g_canonicalize_filename(dir, NULL);
+    argv = daemon_args(qsd, archive, disks);
+    g_string_append_printf(state, "made_dir=%d\n", made_dir);
+    for (guint i = 0; i < disks->len; i++) {
+        ExportDisk *d = &g_array_index(disks, ExportDisk, i);
+        g_autofree char *file = g_strdup_printf("%s/%s.raw", abs_dir, d->name);
+        g_autofree char *mountpoint = opt_escape(file);
+        int fd;
+
+        /* A FUSE export is mounted over an existing regular file */
+        fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+        if (fd < 0) {
+            int err = errno;
+
+            g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(err),
+                        "cannot create '%s': %s", file, g_strerror(err));
+            mount_cleanup(abs_dir, disks, made_dir);
+            export_disks_free(disks);
+            return false;
+        }
+        close(fd);
+        g_string_append_printf(state, "file=%s.raw\n", d->name);
+        g_ptr_array_add(argv, g_strdup("--export"));
+        g_ptr_array_add(argv, g_strdup_printf("type=fuse,id=export%u,"
+                                              "node-name=disk%u,"
+                                              "mountpoint=%s,writable=off",
+                                              i, i, mountpoint));
+    }
+    state_file = g_build_filename(abs_dir, MOUNT_STATE, NULL);
+    if (!g_file_set_contents(state_file, state->str, -1, errp)) {
+        mount_cleanup(abs_dir, disks, made_dir);
+        export_disks_free(disks);
+        return false;
+    }
+    g_ptr_array_add(argv, g_strdup("--pidfile"));
+    g_ptr_array_add(argv, g_build_filename(abs_dir, MOUNT_PIDFILE, NULL));
+    g_ptr_array_add(argv, g_strdup("--daemonize"));
+    g_ptr_array_add(argv, NULL);
+
+    /* The daemon's parent exits once every export is up (or failed) */
+    if (!g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_DEFAULT,
+                      NULL, NULL, &out, &err_text, &status, errp)) {
+        mount_cleanup(abs_dir, disks, made_dir);
+        export_disks_free(disks);
+        return false;
+    }
+    if (!g_spawn_check_wait_status(status, NULL)) {
+        g_strchomp(err_text);
+        g_set_error(errp, VMA_ERROR, VMA_ERROR_IO, "%s failed: %s", QSD_NAME,
+                    *err_text ? err_text : "no message");
+        mount_cleanup(abs_dir, disks, made_dir);
+        export_disks_free(disks);
+        return false;
+    }
+    for (guint i = 0; i < disks->len; i++) {
+        printf("%s/%s.raw\n", abs_dir,
+               g_array_index(disks, ExportDisk, i).name);
+    }
+    export_disks_free(disks);
+    return vma_flush_stdout(errp);
+}
+
+int vma_cmd_mount(int argc, char **argv)
+{
+    g_autoptr(GError) err = NULL;
+    int c;
+
+    c = getopt(argc, argv, ":h");
+    if (c == 'h') {
+        return vma_cmd_help();
+    }
+    if (c != -1) {
+        return vma_cmd_option_error("mount", c, argv);
+    }
+    if (argc - optind != 2) {
+        return vma_cmd_usage_error("mount: needs <archive> and <dir>");
+    }
+    if (!do_mount(argv[optind], argv[optind + 1], &err)) {
+        return vma_cmd_fail(err);
+    }
+    return EXIT_SUCCESS;
+}
+
+/* ------------------------------------------------------------------------ */
+/* vma umount                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* Is @pid a running qemu-storage-daemon? */
+static bool pid_is_storage_daemon(pid_t pid)
+{
+    g_autofree char *proc = g_strdup_printf("/proc/%d/cmdline", (int)pid);
+    g_autofree char *cmdline = NULL;
+    g_autofree char *base = NULL;
+
+    if (!g_file_get_contents(proc, &cmdline, NULL, NULL)) {
+        return false;
+    }
+    base = g_path_get_basename(cmdline);
+    return !strcmp(base, QSD_NAME);
+}
+
+static bool do_umount(const char *dir, GError **errp)
+{
+    g_autofree char *pidfile = g_build_filename(dir, MOUNT_PIDFILE, NULL);
+    g_autofree char *state_file = g_build_filename(dir, MOUNT_STATE, NULL);
+    g_autofree char *pid_text = NULL, *state = NULL;
+    g_auto(GStrv) lines = NULL;
+    bool made_dir = false;
+    pid_t pid;
+
+    if (!g_file_get_contents(state_file, &state, NULL, NULL)) {
+        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_NOENT,
+                    "'%s' is not a directory vma mount made", dir);
+        return false;
+    }
+    if (g_file_get_contents(pidfile, &pid_text, NULL, NULL)) {
+        pid = atoi(pid_text);
+        if (pid > 0 && pid_is_storage_daemon(pid)) {
+            /* The daemon unmounts its exports as it exits */
+            kill(pid, SIGTERM);
+            for (int i = 0; i < 1000 && kill(pid, 0) == 0; i++) {
+                g_usleep(10 * 1000);
+            }
+            if (kill(pid, 0) == 0) {
+                g_set_error(errp, VMA_ERROR, VMA_ERROR_IO,
+                            "%s (pid %d) did not exit within 10 s: is a "
+                            "disk of '%s' still in use?", QSD_NAME,
+                            (int)pid, dir);
+                return false;
+            }
+        }
+    }
+    lines = g_strsplit(state, "\n", -1);
+    for (char **l = lines; *l; l++) {
+        if (g_str_has_prefix(*l, "file=")) {
+            g_autofree char *f = g_build_filename(dir, *l + 5, NULL);
+
+            if (unlink(f) < 0 && errno != ENOENT) {
+                int err = errno;
+
+                g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(err),
+                            "cannot remove '%s': %s", f, g_strerror(err));
+                return false;
+            }
+        } else if (!strcmp(*l, "made_dir=1")) {
+            made_dir = true;
+        }
+    }
+    unlink(pidfile);
+    unlink(state_file);
+    if (made_dir) {
+        rmdir(dir);
+    }
+    return true;
+}
+
+int vma_cmd_umount(int argc, char **argv)
+{
+    g_autoptr(GError) err = NULL;
+    int c;
+
+    c = getopt(argc, argv, ":h");
+    if (c == 'h') {
+        return vma_cmd_help();
+    }
+    if (c != -1) {
+        return vma_cmd_option_error("umount", c, argv);
+    }
+    if (argc - optind != 1) {
+        return vma_cmd_usage_error("umount: needs <dir>");
+    }
+    if (!do_umount(argv[optind], &err)) {
+        return vma_cmd_fail(err);
+    }
+    return EXIT_SUCCESS;
+}
+
+/* ------------------------------------------------------------------------ */
+/* vma serve                                                                 */
+/* ------------------------------------------------------------------------ */
+
+int vma_cmd_serve(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "socket", required_argument, NULL, 's' },
+        { "tcp", required_argument, NULL, 't' },
+        { NULL, 0, NULL, 0 },
+    };
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GPtrArray) args = NULL;
+    g_autofree char *qsd = NULL;
+    g_autofree char *addr = NULL;
+    const char *socket_path = NULL, *tcp = NULL;
+    GArray *disks;
+    int c;
+
+    while ((c = getopt_long(argc, argv, ":hs:t:", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            return vma_cmd_help();
+        case 's':
+            socket_path = optarg;
+            break;
+        case 't':
+            tcp = optarg;
+            break;
+        default:
+            return vma_cmd_option_error("serve", c, argv);
+        }
+    }
+    if (argc - optind != 1) {
+        return vma_cmd_usage_error("serve: needs <archive>");
+    }
+    if (!socket_path == !tcp) {
+        return vma_cmd_usage_error("serve: needs --socket <path> or "
+                                   "--tcp <host>:<port>");
+    }
+    if (tcp) {
+        const char *colon = strrchr(tcp, ':');
+
+        if (!colon || colon == tcp || !colon[1]) {
+            return vma_cmd_usage_error("serve: --tcp needs <host>:<port>, "
+                                       "not '%s'", tcp);
+        }
+        addr = g_strdup_printf("addr.type=inet,addr.host=%.*s,addr.port=%s",
+                               (int)(colon - tcp), tcp, colon + 1);
+    } else {
+        g_autofree char *p = opt_escape(socket_path);
+
+        addr = g_strdup_printf("addr.type=unix,addr.path=%s", p);
+    }
+
+    qsd = find_storage_daemon(&err);
+    if (!qsd) {
+        return vma_cmd_fail(err);
+    }
+    disks = archive_disks(argv[optind], &err);
+    if (!disks) {
+        return vma_cmd_fail(err);
+    }
+    args = daemon_args(qsd, argv[optind], disks);
+    g_ptr_array_add(args, g_strdup("--nbd-server"));
+    g_ptr_array_add(args, g_steal_pointer(&addr));
+    for (guint i = 0; i < disks->len; i++) {
+        ExportDisk *d = &g_array_index(disks, ExportDisk, i);
+        g_autofree char *name = opt_escape(d->name);
+
+        g_ptr_array_add(args, g_strdup("--export"));
+        g_ptr_array_add(args, g_strdup_printf("type=nbd,id=export%u,"
+                                              "node-name=disk%u,name=%s,"
+                                              "writable=off", i, i, name));
+        if (socket_path) {
+            fprintf(stderr, "vma: serving nbd+unix:///%s?socket=%s\n",
+                    d->name, socket_path);
+        } else {
+            fprintf(stderr, "vma: serving nbd://%s/%s\n", tcp, d->name);
+        }
+    }
+    export_disks_free(disks);
+    g_ptr_array_add(args, NULL);
+
+    /* The daemon serves in the foreground, in place of this process */
+    execv(qsd, (char **)args->pdata);
+    vma_cmd_error("cannot run %s: %s", qsd, g_strerror(errno));
+    return EXIT_FAILURE;
+}
