@@ -54,9 +54,13 @@ def rbd_filename(image):
     return f'rbd:{POOL}/{image}:conf={CONF}'
 
 
-def rbd_json(image):
-    return 'json:' + json.dumps({'driver': 'rbd', 'pool': POOL,
-                                 'image': image, 'conf': CONF})
+def rbd_json(image, raw_node=False):
+    """The json: form: the rbd node itself (for format=rbd), or under a
+    raw node (the map's default format=raw replaces a top-level driver)"""
+    node = {'driver': 'rbd', 'pool': POOL, 'image': image, 'conf': CONF}
+    if raw_node:
+        node = {'driver': 'raw', 'file': node}
+    return 'json:' + json.dumps(node)
 
 
 def make_data(path, size, seed):
@@ -376,7 +380,7 @@ class TestRestoreIntoRbd(RbdTestCase):
         start = time.monotonic()
         self.restore(self.archive, [
             f'throttling.bps={bps}:throttling.group=g:0:a={rbd_filename(ta)}',
-            f'format=rbd:throttling.group=g:0:b={rbd_json(tb)}'])
+            f'throttling.group=g:0:b={rbd_json(tb, raw_node=True)}'])
         elapsed = time.monotonic() - start
         # One group of 4 MiB/s for both disks' data (about 13 MiB of it:
         # zero clusters are skipped); QEMU's throttling lets a burst of one
