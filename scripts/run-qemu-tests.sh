@@ -16,6 +16,12 @@
 #                     restore into RBD on a private Ceph cluster it starts
 #                     and stops; all skipped (with the reason) if Ceph
 #                     cannot start
+#   guest             tests/guest/test_live_backup.py: live backups of a
+#                     real Linux guest (kit: tests/guest/build-kit.sh)
+#                     writing ext4 + a raw disk, restored bit for bit and
+#                     booted to check itself; KVM if it boots there, else
+#                     TCG; all skipped (with the reason) if neither boots.
+#                     About 2 minutes.
 #
 # iotests: "not run" counts as skipped; a test ./check did not report (it
 # crashed or timed out) counts as failed.  If the QEMU build fails, every
@@ -46,6 +52,7 @@ QTESTS=(qmp-cmd-test test-hmp)
 IOTEST_TIMEOUT=${IOTEST_TIMEOUT:-900}
 QTEST_TIMEOUT=${QTEST_TIMEOUT:-300}
 CEPH_TIMEOUT=${CEPH_TIMEOUT:-600}
+GUEST_TIMEOUT=${GUEST_TIMEOUT:-600}
 
 total_pass=0 total_fail=0 total_skip=0
 record() {
@@ -213,29 +220,53 @@ run_ceph() {
     fi
 }
 
+# --- guest -----------------------------------------------------------------
+GUEST_TESTS=13     # 4 cases x 3 steps + detects-damage
+run_guest() {
+    local start=$SECONDS log=$LOGDIR/guest.log rc last
+    timeout -k 30 "$GUEST_TIMEOUT" python3 tests/guest/test_live_backup.py "$BUILD" >"$log" 2>&1
+    rc=$?
+    [ $rc -eq 124 ] && echo "guest: killed after ${GUEST_TIMEOUT}s"
+    # the accelerator used, the seeds, why tests were skipped
+    grep -E '^guest kit|^--- |^SKIP' "$log" | sed 's/^/guest: /'
+    last=$(tail -n 1 "$log")
+    if [[ $last =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)?$ ]]; then
+        local p=${BASH_REMATCH[1]} f=${BASH_REMATCH[2]} s=${BASH_REMATCH[4]:-0}
+        [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+        [ "$f" -gt 0 ] && grep -E '^FAIL|FAILED' "$log" | head -n 30
+        record guest "$p" "$f" "$s" $((SECONDS - start))
+    else
+        echo "guest: tests/guest/test_live_backup.py ended without a summary (exit $rc); last lines of $log:"
+        tail -n 20 "$log"
+        record guest 0 1 0 $((SECONDS - start))
+    fi
+}
+
 # ---------------------------------------------------------------------------
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(patches iotests-upstream iotests-vma qtest ceph)
+[ ${#groups[@]} -gt 0 ] || groups=(patches iotests-upstream iotests-vma qtest ceph guest)
 for g in "${groups[@]}"; do
     case $g in
-        patches|iotests-upstream|iotests-vma|qtest|ceph) ;;
+        patches|iotests-upstream|iotests-vma|qtest|ceph|guest) ;;
         *) echo "run-qemu-tests: unknown group '$g'" >&2; exit 2 ;;
     esac
 done
 want() { [[ " ${groups[*]} " == *" $1 "* ]]; }
 
 want patches && run_patches
-if want iotests-upstream || want iotests-vma || want qtest || want ceph; then
+if want iotests-upstream || want iotests-vma || want qtest || want ceph || want guest; then
     if build_qemu; then
         want iotests-upstream && run_iotests iotests-upstream -- "${UPSTREAM_IOTESTS[@]}"
         want iotests-vma && run_vma_iotests
         want qtest && run_qtests
         want ceph && run_ceph
+        want guest && run_guest
     else
         want iotests-upstream && record_unbuilt iotests-upstream ${#UPSTREAM_IOTESTS[@]}
         want iotests-vma && record_unbuilt iotests-vma ${#VMA_IOTESTS[@]}
         want qtest && record_unbuilt qtest ${#QTESTS[@]}
         want ceph && record_unbuilt ceph "$(grep -c '^    def test_' tests/ceph/test_rbd.py)"
+        want guest && record_unbuilt guest $GUEST_TESTS
     fi
 fi
 
