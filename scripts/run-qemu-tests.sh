@@ -166,7 +166,8 @@ run_iotests() {
 }
 
 run_vma_iotests() {
-    local envs=()
+    # The repository, for the tests that use its tools (tests/vma/vmagen.py)
+    local envs=("VMA_SRCDIR=$ROOT")
     if [ ! -x "$BUILD/vma" ]; then
         echo "!!! iotests-vma: $BUILD/vma was not built (patch missing?): running the"
         echo "!!! tests with the standalone tool, VMA_PROG=$ROOT/build/vma"
