@@ -4,11 +4,13 @@
  *   vma mount <archive> <dir>      each disk as <dir>/<devname>.raw
  *   vma umount <dir>
  *   vma serve <archive> (--socket <path> | --tcp <host>:<port>)
+ *             [--pidfile <file>]
  *
  * All three run qemu-storage-daemon with QEMU's read-only vma block driver
  * on the archive (one node per disk): FUSE exports for mount (the daemon
  * runs in the background until umount), NBD exports named after the disks
- * for serve (in the foreground, until it is stopped).  The archive is
+ * for serve (in the foreground, until it is stopped; the pid file, if
+ * asked for, appears once every export is up).  The archive is
  * opened at random access: it must be an uncompressed file.
  *
  * Copyright (c) the VMA backup authors
@@ -453,17 +455,18 @@ int vma_cmd_serve(int argc, char **argv)
     static const struct option longopts[] = {
         { "socket", required_argument, NULL, 's' },
         { "tcp", required_argument, NULL, 't' },
+        { "pidfile", required_argument, NULL, 'p' },
         { NULL, 0, NULL, 0 },
     };
     g_autoptr(GError) err = NULL;
     g_autoptr(GPtrArray) args = NULL;
     g_autofree char *qsd = NULL;
     g_autofree char *addr = NULL;
-    const char *socket_path = NULL, *tcp = NULL;
+    const char *socket_path = NULL, *tcp = NULL, *pidfile = NULL;
     GArray *disks;
     int c;
 
-    while ((c = getopt_long(argc, argv, ":hs:t:", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":hs:t:p:", longopts, NULL)) != -1) {
         switch (c) {
         case 'h':
             return vma_cmd_help();
@@ -472,6 +475,9 @@ int vma_cmd_serve(int argc, char **argv)
             break;
         case 't':
             tcp = optarg;
+            break;
+        case 'p':
+            pidfile = optarg;
             break;
         default:
             return vma_cmd_option_error("serve", c, argv);
@@ -526,6 +532,11 @@ int vma_cmd_serve(int argc, char **argv)
         }
     }
     export_disks_free(disks);
+    if (pidfile) {
+        /* Written once every export is up */
+        g_ptr_array_add(args, g_strdup("--pidfile"));
+        g_ptr_array_add(args, g_strdup(pidfile));
+    }
     g_ptr_array_add(args, NULL);
 
     /* The daemon serves in the foreground, in place of this process */

@@ -41,7 +41,7 @@ static void print_usage(FILE *f)
 "vma extract <filename> [-v] [-d <drive-list>]... [-r <fifo>] <targetdir>\n"
 "vma verify <filename> [-v]\n"
 "vma mount <filename> <dir>, vma umount <dir>\n"
-"vma serve <filename> --socket <path> | --tcp <host>:<port>\n"
+"vma serve <filename> --socket <path> | --tcp <host>:<port> [--pidfile <f>]\n"
 "vma help, vma <command> -h\n"
 "\n"
 "<filename> '-' is stdin (stdout for create); archives are read plain, gzip\n"
