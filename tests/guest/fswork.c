@@ -1,14 +1,14 @@
 /*
  * fswork: the guest's filesystem workload and its checker.
  *
- *   fswork write <dir> <seed> [ops]
+ *   fswork write <dir> <seed> [ops [trim]]
  *       Operation n (1, 2, ...) writes file s<slot> of the plan in
  *       guest-data.h: the data goes to <dir>/tmp, is fsync'ed, renamed over
  *       s<slot> (so older files are overwritten), some other file may be
  *       deleted, the directory is fsync'ed, and only then the console gets
- *       "DONE n <bytes> <fsync usec>".  Every 10th operation trims the
- *       filesystem (FITRIM, as fstrim does) so discards reach the disk.
- *       Runs forever unless [ops] is given.
+ *       "DONE n <bytes> <fsync usec>".  Every [trim]th operation (default
+ *       10, 0: never) trims the filesystem (FITRIM, as fstrim does) so
+ *       discards reach the disk.  Runs forever unless [ops] is given (> 0).
  *
  *   fswork check <dir> <seed> <acked>
  *       Verifies every file's content against the plan and that the set of
@@ -77,7 +77,8 @@ static void write_file(int dirfd, uint64_t seed, uint64_t n,
     close(fd);
 }
 
-static int do_write(const char *dir, uint64_t seed, uint64_t ops)
+static int do_write(const char *dir, uint64_t seed, uint64_t ops,
+                    uint64_t trim)
 {
     int dirfd = open(dir, O_RDONLY | O_DIRECTORY);
     int trim_ok = 1;
@@ -106,7 +107,7 @@ static int do_write(const char *dir, uint64_t seed, uint64_t ops)
         }
         dprintf(1, "DONE %" PRIu64 " %" PRIu64 " %" PRIu64 "\n",
                 n, op.size, fsync_us);
-        if (n % 10 == 0 && trim_ok) {
+        if (trim && n % trim == 0 && trim_ok) {
             struct fstrim_range range = { .len = UINT64_MAX };
 
             if (ioctl(dirfd, FITRIM, &range) < 0) {
@@ -256,13 +257,14 @@ int main(int argc, char **argv)
 {
     if (argc >= 4 && !strcmp(argv[1], "write")) {
         return do_write(argv[2], strtoull(argv[3], NULL, 0),
-                        argc > 4 ? strtoull(argv[4], NULL, 0) : 0);
+                        argc > 4 ? strtoull(argv[4], NULL, 0) : 0,
+                        argc > 5 ? strtoull(argv[5], NULL, 0) : 10);
     }
     if (argc == 5 && !strcmp(argv[1], "check")) {
         return do_check(argv[2], strtoull(argv[3], NULL, 0),
                         strtoull(argv[4], NULL, 0));
     }
-    fprintf(stderr, "usage: fswork write <dir> <seed> [ops]\n"
+    fprintf(stderr, "usage: fswork write <dir> <seed> [ops [trim]]\n"
                     "       fswork check <dir> <seed> <acked>\n");
     return 2;
 }
