@@ -1,13 +1,32 @@
 /*
  * VM backup into a VMA archive: the archive output
  *
- * The archive goes to a regular file, a FIFO or a passed file descriptor.
- * A reader on the other end of a pipe may be slow or stop reading at all,
- * so a write must never block QEMU's main loop or an iothread: each write
- * runs in a worker thread of the caller's AioContext pool while the calling
- * coroutine yields.  The fd is non-blocking and the worker polls it together
- * with a cancel notifier, so cancelling a backup also wakes a write that
- * waits for a reader that never comes.
+ * Producers (the disks' sink nodes in their AioContexts, later other
+ * streams) append finished archive bytes to a bounded in-memory queue, and
+ * one thread of our own writes the queue to the file, FIFO, pipe or socket.
+ * Filling and writing overlap, and no AioContext ever blocks on the
+ * archive's consumer:
+ *
+ * - A producer that finds the queue full yields until the writer thread has
+ *   made room.  While the output is "drained" (a sink node is in a drained
+ *   section: a graph change, `stop`, shutdown) producers may overfill the
+ *   queue instead, so requests in flight finish and a drain never waits for
+ *   the consumer.  The overfill is bounded by the requests in flight when
+ *   the drain began: a drained node gets no new ones.
+ * - The writer thread fails the output when the consumer takes no byte for
+ *   the stall timeout, and at once when the output is failed from outside
+ *   (backup_vma_output_fail() is thread-safe and wakes a waiting poll()).
+ * - Nothing is written before backup_vma_output_arm(): a backup whose set up
+ *   fails emits no byte, even if a guest write already queued some.
+ * - backup_vma_output_finish() waits until everything is written and, for
+ *   regular files and block devices, fdatasync()ed.
+ *
+ * A descriptor passed by the user (getfd, add-fd) keeps its file status
+ * flags: a pipe or FIFO is reopened through /proc/self/fd to get an open
+ * file description of our own to make non-blocking, and a socket is written
+ * with MSG_DONTWAIT.  A write to a regular file on storage that hangs
+ * cannot be interrupted; the thread then outlives the backup and lets go
+ * of the output when the write returns.
  *
  * Copyright (c) the VMA backup authors
  *
@@ -16,27 +35,64 @@
 
 #include "qemu/osdep.h"
 #include <poll.h>
+#include <sys/socket.h>
 #include "qapi/error.h"
 #include "qemu/cutils.h"
 #include "qemu/event_notifier.h"
-#include "block/thread-pool.h"
+#include "qemu/queue.h"
+#include "qemu/thread.h"
+#include "qemu/timer.h"
+#include "qemu/units.h"
+#include "block/aio.h"
 #include "monitor/monitor.h"
 #include "block/backup-vma.h"
 
+/* Small appends are gathered into chunks of this size */
+#define OUTPUT_GATHER_SIZE (1 * MiB)
+
+typedef enum OutputKind {
+    OUTPUT_FILE,        /* regular file or block device: blocking, synced */
+    OUTPUT_PIPE,        /* pipe, FIFO, character device: non-blocking */
+    OUTPUT_SOCKET,      /* send() with MSG_DONTWAIT */
+} OutputKind;
+
+typedef struct OutputChunk {
+    QSIMPLEQ_ENTRY(OutputChunk) next;
+    uint8_t *data;
+    size_t len;         /* bytes to write */
+    size_t capacity;    /* room for gathering, 0 for an adopted buffer */
+} OutputChunk;
+
 struct BackupVmaOutput {
+    int refcnt;                 /* atomic: the caller's and the thread's */
     int fd;
-    bool cancelled;         /* atomic: every pending and later write fails */
-    EventNotifier cancel;   /* wakes a worker waiting in poll() */
+    OutputKind kind;
+    int64_t stall_timeout_ns;   /* 0: wait for the consumer forever */
+    EventNotifier wakeup;       /* wakes the thread's poll() on failure */
+    int drained;                /* atomic: producers may overfill */
+
+    QemuMutex lock;
+    QemuCond cond;              /* the thread waits for work */
+    /* Protected by @lock: */
+    QSIMPLEQ_HEAD(, OutputChunk) queue;
+    size_t queued;              /* bytes in @queue */
+    size_t limit;               /* producers wait above this */
+    bool armed;                 /* the thread may write */
+    bool closing;               /* no more appends: write the rest, sync */
+    bool thread_done;
+    bool complete;              /* everything written (and synced) */
+    int error;                  /* sticky negative errno */
+    uint64_t written;           /* bytes the consumer took */
+    GSList *waiters;            /* Coroutines waiting for room */
+    Coroutine *finish_co;       /* waiting in backup_vma_output_finish() */
 };
 
-typedef struct BackupVmaOutputWrite {
-    BackupVmaOutput *out;
-    const uint8_t *buf;
-    size_t len;
-} BackupVmaOutputWrite;
+static void output_start_thread(BackupVmaOutput *out);
 
-/* Open @path for the archive; see the backup-file doc in qapi/backup.json */
-static int output_open_fd(const char *path, Error **errp)
+/* Opening */
+
+/* Open @path for the archive; see backup-file in qapi/backup.json */
+static int output_open_path(const char *path, Error **errp)
 {
     const char *fdname;
     struct stat st;
@@ -46,11 +102,23 @@ static int output_open_fd(const char *path, Error **errp)
         return monitor_get_fd(monitor_cur(), fdname, errp);
     }
     if (g_str_has_prefix(path, "/dev/fdset/")) {
-        return qemu_open(path, O_WRONLY, errp);
+        fd = qemu_open(path, O_WRONLY, NULL);
+        if (fd < 0) {
+            error_setg(errp, "%s has no file descriptor open for writing "
+                       "(pass one with add-fd, opened write-only or "
+                       "read-write)", path);
+        }
+        return fd;
     }
     if (stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) {
+            error_setg(errp, "backup file '%s' is a directory", path);
+            return -1;
+        }
         if (!S_ISFIFO(st.st_mode)) {
-            error_setg(errp, "backup file '%s' already exists", path);
+            error_setg(errp, "backup file '%s' already exists: give a new "
+                       "file, an existing FIFO, /dev/fdname/NAME or "
+                       "/dev/fdset/N", path);
             return -1;
         }
         /* Non-blocking: fails at once instead of waiting for a reader */
@@ -63,40 +131,151 @@ static int output_open_fd(const char *path, Error **errp)
     return qemu_create(path, O_WRONLY | O_EXCL, 0600, errp);
 }
 
-BackupVmaOutput *backup_vma_output_open(const char *path, Error **errp)
+/*
+ * Find out how to write to @fd; a pipe gets an open file description of
+ * its own (so O_NONBLOCK does not leak to whoever shares the caller's).
+ * Returns the fd to use, or -1; @fd is closed or returned.
+ */
+static int output_prepare_fd(int fd, OutputKind *kind, Error **errp)
+{
+    g_autofree char *proc = NULL;
+    struct stat st;
+    int own;
+
+    if (fstat(fd, &st) < 0) {
+        error_setg_errno(errp, errno, "cannot stat the backup file");
+        close(fd);
+        return -1;
+    }
+    if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) {
+        *kind = OUTPUT_FILE;
+        return fd;
+    }
+    if (S_ISSOCK(st.st_mode)) {
+        *kind = OUTPUT_SOCKET;
+        return fd;
+    }
+    if (!S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode)) {
+        error_setg(errp, "the backup file is neither a regular file, a "
+                   "block device, a pipe nor a socket");
+        close(fd);
+        return -1;
+    }
+    *kind = OUTPUT_PIPE;
+    proc = g_strdup_printf("/proc/self/fd/%d", fd);
+    own = open(proc, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    close(fd);
+    if (own < 0) {
+        error_setg_errno(errp, errno, "cannot open the backup pipe for "
+                         "non-blocking writes%s",
+                         errno == ENXIO ? " (its reader is gone)" : "");
+    }
+    return own;
+}
+
+BackupVmaOutput *backup_vma_output_open(const char *path,
+                                        uint32_t stall_timeout,
+                                        size_t queue_limit, Error **errp)
 {
     BackupVmaOutput *out;
-    int fd = output_open_fd(path, errp);
+    OutputKind kind;
+    int fd = output_open_path(path, errp);
 
     if (fd < 0) {
         return NULL;
     }
-    if (!g_unix_set_fd_nonblocking(fd, true, NULL)) {
-        error_setg_errno(errp, errno, "cannot make the backup file "
-                         "non-blocking");
-        close(fd);
+    fd = output_prepare_fd(fd, &kind, errp);
+    if (fd < 0) {
         return NULL;
     }
     out = g_new0(BackupVmaOutput, 1);
-    out->fd = fd;
-    if (event_notifier_init(&out->cancel, false) < 0) {
+    if (event_notifier_init(&out->wakeup, false) < 0) {
         error_setg(errp, "cannot create an event notifier");
         close(fd);
         g_free(out);
         return NULL;
     }
+    out->refcnt = 1;
+    out->fd = fd;
+    out->kind = kind;
+    out->stall_timeout_ns = stall_timeout * NANOSECONDS_PER_SECOND;
+    out->limit = queue_limit;
+    qemu_mutex_init(&out->lock);
+    qemu_cond_init(&out->cond);
+    QSIMPLEQ_INIT(&out->queue);
+    output_start_thread(out);
     return out;
 }
 
-/* Wait until @out->fd takes data or the output is cancelled */
-static int output_wait_writable(BackupVmaOutput *out)
+static void output_unref(BackupVmaOutput *out)
+{
+    OutputChunk *c, *next;
+
+    if (qatomic_fetch_dec(&out->refcnt) > 1) {
+        return;
+    }
+    QSIMPLEQ_FOREACH_SAFE(c, &out->queue, next, next) {
+        g_free(c->data);
+        g_free(c);
+    }
+    close(out->fd);
+    event_notifier_cleanup(&out->wakeup);
+    qemu_cond_destroy(&out->cond);
+    qemu_mutex_destroy(&out->lock);
+    g_free(out);
+}
+
+/* Waking producers; called with @lock held */
+
+static void output_wake_waiters_locked(BackupVmaOutput *out)
+{
+    GSList *waiters = out->waiters;
+
+    out->waiters = NULL;
+    for (GSList *l = waiters; l; l = l->next) {
+        /* Enters later in the coroutine's own AioContext */
+        aio_co_wake(l->data);
+    }
+    g_slist_free(waiters);
+}
+
+static void output_set_error_locked(BackupVmaOutput *out, int error)
+{
+    if (out->complete) {
+        return;     /* too late: the archive is whole */
+    }
+    if (!out->error) {
+        out->error = error;
+    }
+    output_wake_waiters_locked(out);
+    qemu_cond_signal(&out->cond);
+    event_notifier_set(&out->wakeup);
+}
+
+/* The writer thread */
+
+/*
+ * Wait until @out->fd takes data; fails on failure from outside or when
+ * the consumer took nothing for the stall timeout since @progress_ns
+ */
+static int output_wait_writable(BackupVmaOutput *out, int64_t progress_ns)
 {
     struct pollfd fds[2] = {
         { .fd = out->fd, .events = POLLOUT },
-        { .fd = event_notifier_get_fd(&out->cancel), .events = POLLIN },
+        { .fd = event_notifier_get_fd(&out->wakeup), .events = POLLIN },
     };
+    int timeout_ms = -1;
 
-    if (poll(fds, 2, -1) < 0) {
+    if (out->stall_timeout_ns) {
+        int64_t left = progress_ns + out->stall_timeout_ns -
+                       qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+
+        if (left <= 0) {
+            return -ETIMEDOUT;
+        }
+        timeout_ms = DIV_ROUND_UP(left, SCALE_MS);
+    }
+    if (poll(fds, 2, timeout_ms) < 0) {
         return errno == EINTR ? 0 : -errno;
     }
     if (fds[1].revents) {
@@ -105,31 +284,45 @@ static int output_wait_writable(BackupVmaOutput *out)
     return 0;
 }
 
-/* Runs in a worker thread */
-static int output_write_worker(void *opaque)
+static ssize_t output_write_some(BackupVmaOutput *out, const uint8_t *buf,
+                                 size_t len)
 {
-    BackupVmaOutputWrite *w = opaque;
+    if (out->kind == OUTPUT_SOCKET) {
+        return send(out->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+    return write(out->fd, buf, len);
+}
+
+/* Write all of @c; the thread alone does this, without @lock */
+static int output_write_chunk(BackupVmaOutput *out, OutputChunk *c)
+{
+    int64_t progress_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
     size_t done = 0;
 
-    while (done < w->len) {
+    while (done < c->len) {
         ssize_t n;
         int ret;
 
-        if (qatomic_read(&w->out->cancelled)) {
-            return -ECANCELED;
+        if (qatomic_read(&out->error)) {
+            return qatomic_read(&out->error);
         }
-        n = write(w->out->fd, w->buf + done, w->len - done);
+        n = output_write_some(out, c->data + done, c->len - done);
         if (n > 0) {
             done += n;
+            progress_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+            qatomic_add(&out->written, n);
             continue;
         }
         if (n < 0 && errno == EINTR) {
             continue;
         }
-        if (n < 0 && errno != EAGAIN) {
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
             return -errno;
         }
-        ret = output_wait_writable(w->out);
+        if (n == 0) {
+            return -ENOSPC;
+        }
+        ret = output_wait_writable(out, progress_ns);
         if (ret < 0) {
             return ret;
         }
@@ -137,18 +330,199 @@ static int output_write_worker(void *opaque)
     return 0;
 }
 
-int coroutine_fn backup_vma_output_write(BackupVmaOutput *out,
-                                         const void *buf, size_t len)
+static void output_finish_locked(BackupVmaOutput *out)
 {
-    BackupVmaOutputWrite w = { .out = out, .buf = buf, .len = len };
-
-    return thread_pool_submit_co(output_write_worker, &w);
+    out->thread_done = true;
+    output_wake_waiters_locked(out);
+    if (out->finish_co) {
+        aio_co_wake(out->finish_co);
+        out->finish_co = NULL;
+    }
 }
 
-void backup_vma_output_cancel(BackupVmaOutput *out)
+static void *output_thread(void *opaque)
 {
-    qatomic_set(&out->cancelled, true);
-    event_notifier_set(&out->cancel);
+    BackupVmaOutput *out = opaque;
+    OutputChunk *c;
+    int ret;
+
+    qemu_mutex_lock(&out->lock);
+    while (!out->error) {
+        if (!out->armed || QSIMPLEQ_EMPTY(&out->queue)) {
+            if (out->closing && out->armed) {
+                break;
+            }
+            qemu_cond_wait(&out->cond, &out->lock);
+            continue;
+        }
+        c = QSIMPLEQ_FIRST(&out->queue);
+        QSIMPLEQ_REMOVE_HEAD(&out->queue, next);
+        /* A gathering chunk is full once it is being written */
+        qemu_mutex_unlock(&out->lock);
+
+        ret = output_write_chunk(out, c);
+
+        qemu_mutex_lock(&out->lock);
+        out->queued -= c->len;
+        g_free(c->data);
+        g_free(c);
+        if (ret < 0) {
+            output_set_error_locked(out, ret);
+        } else if (out->queued < out->limit) {
+            output_wake_waiters_locked(out);
+        }
+    }
+    if (!out->error && out->kind == OUTPUT_FILE) {
+        qemu_mutex_unlock(&out->lock);
+        ret = qemu_fdatasync(out->fd) < 0 ? -errno : 0;
+        qemu_mutex_lock(&out->lock);
+        if (ret < 0) {
+            output_set_error_locked(out, ret);
+        }
+    }
+    out->complete = !out->error;
+    output_finish_locked(out);
+    qemu_mutex_unlock(&out->lock);
+    output_unref(out);
+    return NULL;
+}
+
+/* The API */
+
+static void output_start_thread(BackupVmaOutput *out)
+{
+    QemuThread thread;
+
+    qatomic_inc(&out->refcnt);
+    qemu_thread_create(&thread, "vma-output", output_thread, out,
+                       QEMU_THREAD_DETACHED);
+}
+
+void backup_vma_output_arm(BackupVmaOutput *out)
+{
+    QEMU_LOCK_GUARD(&out->lock);
+    out->armed = true;
+    qemu_cond_signal(&out->cond);
+}
+
+int coroutine_fn backup_vma_output_wait_room(BackupVmaOutput *out)
+{
+    qemu_mutex_lock(&out->lock);
+    while (!out->error && !out->thread_done && out->queued >= out->limit &&
+           !qatomic_read(&out->drained)) {
+        out->waiters = g_slist_prepend(out->waiters, qemu_coroutine_self());
+        qemu_mutex_unlock(&out->lock);
+        /* Woken by the thread (room, error) or by a drain */
+        qemu_coroutine_yield();
+        qemu_mutex_lock(&out->lock);
+    }
+    qemu_mutex_unlock(&out->lock);
+    return qatomic_read(&out->error);
+}
+
+static int output_append_locked(BackupVmaOutput *out, OutputChunk *c)
+{
+    if (out->error) {
+        return out->error;
+    }
+    if (out->closing || out->thread_done) {
+        return -EINVAL;
+    }
+    QSIMPLEQ_INSERT_TAIL(&out->queue, c, next);
+    out->queued += c->len;
+    qemu_cond_signal(&out->cond);
+    return 0;
+}
+
+int backup_vma_output_append(BackupVmaOutput *out, const void *buf,
+                             size_t len)
+{
+    OutputChunk *tail, *c;
+
+    QEMU_LOCK_GUARD(&out->lock);
+    tail = QSIMPLEQ_LAST(&out->queue, OutputChunk, next);
+    if (!out->error && tail && tail->len + len <= tail->capacity) {
+        /* The thread never takes a chunk off the queue while we add to it */
+        memcpy(tail->data + tail->len, buf, len);
+        tail->len += len;
+        out->queued += len;
+        return 0;
+    }
+    c = g_new0(OutputChunk, 1);
+    c->capacity = MAX(len, len < OUTPUT_GATHER_SIZE / 16 ?
+                           OUTPUT_GATHER_SIZE : 0);
+    c->data = g_malloc(c->capacity);
+    memcpy(c->data, buf, len);
+    c->len = len;
+    if (output_append_locked(out, c) < 0) {
+        g_free(c->data);
+        g_free(c);
+        return out->error ?: -EINVAL;
+    }
+    return 0;
+}
+
+int backup_vma_output_append_owned(BackupVmaOutput *out, void *buf,
+                                   size_t len)
+{
+    OutputChunk *c = g_new0(OutputChunk, 1);
+    int ret;
+
+    c->data = buf;
+    c->len = len;
+    WITH_QEMU_LOCK_GUARD(&out->lock) {
+        ret = output_append_locked(out, c);
+    }
+    if (ret < 0) {
+        g_free(buf);
+        g_free(c);
+    }
+    return ret;
+}
+
+void backup_vma_output_drain_begin(BackupVmaOutput *out)
+{
+    qatomic_inc(&out->drained);
+    QEMU_LOCK_GUARD(&out->lock);
+    output_wake_waiters_locked(out);
+}
+
+void backup_vma_output_drain_end(BackupVmaOutput *out)
+{
+    qatomic_dec(&out->drained);
+}
+
+void backup_vma_output_fail(BackupVmaOutput *out, int error)
+{
+    QEMU_LOCK_GUARD(&out->lock);
+    output_set_error_locked(out, error);
+}
+
+int backup_vma_output_get_error(BackupVmaOutput *out)
+{
+    return qatomic_read(&out->error);
+}
+
+uint64_t backup_vma_output_get_written(BackupVmaOutput *out)
+{
+    return qatomic_read(&out->written);
+}
+
+int coroutine_fn backup_vma_output_finish(BackupVmaOutput *out)
+{
+    qemu_mutex_lock(&out->lock);
+    out->closing = true;
+    out->armed = true;
+    qemu_cond_signal(&out->cond);
+    if (!out->thread_done) {
+        out->finish_co = qemu_coroutine_self();
+        qemu_mutex_unlock(&out->lock);
+        qemu_coroutine_yield();
+        qemu_mutex_lock(&out->lock);
+    }
+    qemu_mutex_unlock(&out->lock);
+    /* A failure that came after the last byte does not count */
+    return out->complete ? 0 : qatomic_read(&out->error) ?: -EIO;
 }
 
 void backup_vma_output_close(BackupVmaOutput *out)
@@ -156,7 +530,11 @@ void backup_vma_output_close(BackupVmaOutput *out)
     if (!out) {
         return;
     }
-    close(out->fd);
-    event_notifier_cleanup(&out->cancel);
-    g_free(out);
+    WITH_QEMU_LOCK_GUARD(&out->lock) {
+        if (!out->thread_done) {
+            /* A write stuck in the kernel ends the thread when it returns */
+            output_set_error_locked(out, -ECANCELED);
+        }
+    }
+    output_unref(out);
 }

@@ -2,10 +2,14 @@
  * VM backup into a VMA archive: the sink node
  *
  * A backup job copies a disk to a target node.  This driver is that target:
- * every write it receives is one cluster of the disk (max_transfer is the
- * cluster size), which it hands to the archive writer.  Zero writes, from
- * ranges the source reports as zero, become zero clusters without data.
- * Nothing ever reads from the sink.
+ * every write it receives (up to block-copy's chunk of 1 MiB, starting on
+ * a cluster boundary) goes to the archive as whole extents.  Zero writes,
+ * from ranges the source reports as zero, become zero clusters without
+ * data, never read.  Nothing ever reads from the sink.
+ *
+ * A drained sink lets its writes overfill the archive's queue instead of
+ * waiting for the archive's consumer (see backup-vma-output.c), so a drain
+ * (graph change, stop, shutdown) never waits for a stalled consumer.
  *
  * Copyright (c) the VMA backup authors
  *
@@ -20,7 +24,7 @@
 typedef struct BDRVBackupVmaSinkState {
     BackupVmaArchive *archive;
     uint8_t dev_id;
-    int64_t size;       /* the source's, to the byte */
+    int64_t size;       /* the source's (whole sectors for the block layer) */
 } BDRVBackupVmaSinkState;
 
 static int64_t coroutine_fn backup_vma_sink_co_getlength(BlockDriverState *bs)
@@ -79,14 +83,30 @@ backup_vma_sink_co_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
     return 0;
 }
 
+static void backup_vma_sink_drain_begin(BlockDriverState *bs)
+{
+    BDRVBackupVmaSinkState *s = bs->opaque;
+
+    backup_vma_archive_drain_begin(s->archive);
+}
+
+static void backup_vma_sink_drain_end(BlockDriverState *bs)
+{
+    BDRVBackupVmaSinkState *s = bs->opaque;
+
+    backup_vma_archive_drain_end(s->archive);
+}
+
 static void backup_vma_sink_refresh_limits(BlockDriverState *bs, Error **errp)
 {
     /*
-     * One cluster per write.  The request alignment stays small: the last
-     * cluster of a disk can be shorter than a cluster.
+     * No limit on the transfer size: block-copy sends chunks of 1 MiB, and
+     * the archive splits any write into extents.  (One cluster per request
+     * would make 16 times the copy tasks.)  The request alignment stays
+     * small: the last cluster of a disk can be shorter than a cluster.
      */
     bs->bl.request_alignment = 1;
-    bs->bl.max_transfer = VMA_CLUSTER_SIZE;
+    bs->bl.max_transfer = 0;
     bs->bl.max_pwrite_zeroes = 0;
 }
 
@@ -101,6 +121,8 @@ static BlockDriver bdrv_backup_vma_sink = {
     .bdrv_co_get_info           = backup_vma_sink_co_get_info,
     .bdrv_co_getlength          = backup_vma_sink_co_getlength,
     .bdrv_refresh_limits        = backup_vma_sink_refresh_limits,
+    .bdrv_drain_begin           = backup_vma_sink_drain_begin,
+    .bdrv_drain_end             = backup_vma_sink_drain_end,
 };
 
 BlockDriverState *backup_vma_sink_new(BackupVmaArchive *archive,
@@ -116,8 +138,7 @@ BlockDriverState *backup_vma_sink_new(BackupVmaArchive *archive,
 
     size = bdrv_getlength(source);
     if (size < 0) {
-        error_setg_errno(errp, -size, "cannot get the size of '%s'",
-                         bdrv_get_device_or_node_name(source));
+        error_setg_errno(errp, -size, "cannot get the size of the disk");
         return NULL;
     }
 

@@ -2,18 +2,32 @@
  * VM backup into a VMA archive: the QMP commands and the backup's life
  *
  * One backup job per disk, each with a sink node (backup-vma-sink.c) as its
- * target, all feeding one archive writer.  All jobs are created in one
- * drained section, so every copy-before-write filter is in place at the
- * same point in time; from then on a guest write to a cluster not yet saved
- * copies the old data into the archive first.  The jobs then run one after
- * another, each started from the previous one's completion callback.
+ * target, all writing to one archive (backup-vma-archive.c).  The jobs are
+ * created in one drained section, so every copy-before-write filter is in
+ * place at the same point in time; from then on a guest write to a cluster
+ * not yet saved copies the old data into the archive first.
+ *
+ * The jobs form one sequential transaction (job_txn_set_sequential()): they
+ * copy one disk after another, none is finalized before the archive is
+ * complete, and a failure or cancel of any of them aborts all.  They are
+ * created with manual finalization: once all of them are pending, the
+ * archive is finished (last extent, written, synced) and only then are the
+ * jobs finalized, so BLOCK_JOB_COMPLETED without error means the disk is in
+ * a complete archive.
+ *
+ *   qmp_backup -> jobs created, archive armed, first job started
+ *   each job completes -> the next starts ... -> all pending
+ *   -> backup_vma_disks_done -> archive finished -> jobs finalized
+ *   -> one callback per job -> backup_vma_end (status, BACKUP_COMPLETED)
  *
  * Errors never reach the guest: the copy-before-write filters run with
- * on-cbw-error=break-snapshot, so a failed copy fails the backup and lets
- * the guest write through.
+ * on-cbw-error=break-snapshot and cbw-timeout, so a failed or slow copy
+ * fails the backup and lets the guest write through.  A stalled archive
+ * consumer never freezes the VM: see backup-vma-output.c.
  *
- * Everything here runs in the main loop, except backup_vma_archive_write()
- * which the sinks call in their disks' AioContexts.
+ * Everything here runs in the main loop, except the snapshot-break
+ * notifiers, which run in the disks' AioContexts and only fail the archive
+ * (thread-safe).
  *
  * Copyright (c) the VMA backup authors
  *
@@ -23,19 +37,27 @@
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "qapi/qapi-commands-backup.h"
+#include "qapi/qapi-events-backup.h"
 #include "qemu/cutils.h"
 #include "qemu/id.h"
 #include "qemu/job.h"
 #include "qemu/main-loop.h"
+#include "qemu/units.h"
 #include "qemu/uuid.h"
 #include "block/block_int.h"
 #include "block/blockjob.h"
+#include "block/copy-before-write.h"
 #include "system/block-backend.h"
+#include "system/runstate.h"
 #include "block/backup-vma.h"
 
-#define BACKUP_VMA_DEFAULT_WORKERS 64
+/* Measured: more workers do not copy faster, and each takes 1 MiB */
+#define BACKUP_VMA_DEFAULT_WORKERS 16
 /* Below common guest driver timeouts (Linux: 30 s per try, a few tries) */
 #define BACKUP_VMA_DEFAULT_CBW_TIMEOUT 45
+#define BACKUP_VMA_DEFAULT_STALL_TIMEOUT 300
+/* Archive bytes queued for the consumer before producers wait */
+#define BACKUP_VMA_QUEUE_LIMIT (16 * MiB)
 
 typedef struct BackupVmaState BackupVmaState;
 
@@ -47,59 +69,50 @@ typedef struct BackupVmaDevice {
     uint8_t dev_id;
     uint64_t size;
     BackupVmaFleecing fleecing; /* all NULL without fleecing */
-    BlockJob *job;              /* NULL before creation and once completed */
-    bool cancel_sent;           /* job_cancel_locked() was called */
+    BlockJob *job;              /* from creation until its callback */
+    Error *blocker;             /* while the source is blocked */
+    Notifier job_pending;       /* the job waits for finalization */
+    Notifier cbw_break;         /* its filter broke the snapshot */
+    Notifier fleecing_break;    /* the fleecing filter did */
 } BackupVmaDevice;
 
+typedef enum BackupVmaPhase {
+    BACKUP_VMA_SETUP,           /* in qmp_backup() */
+    BACKUP_VMA_RUNNING,         /* jobs copying */
+    BACKUP_VMA_FINISHING,       /* completing the archive */
+    BACKUP_VMA_FINALIZING,      /* the archive is whole: jobs finalize */
+    BACKUP_VMA_ABORTING,        /* failed or cancelled: jobs abort */
+} BackupVmaPhase;
+
 struct BackupVmaState {
-    int refcnt;                 /* atomic: the sinks take one for a BH */
-    BackupVmaArchive archive;
+    BackupVmaArchive *archive;
     BackupVmaDevice *devs;
     unsigned n_devs;
-    unsigned next_job;          /* index of the next job to start */
-    unsigned jobs_done;
-    bool started;               /* set up completely, first job started */
-    bool aborting;              /* failed or cancelled: start no more jobs */
+    JobTxn *txn;
+    BackupVmaPhase phase;
+    unsigned jobs_pending;      /* jobs that reached PENDING */
+    unsigned jobs_ended;        /* job callbacks that ran */
     bool cancelled;             /* by backup-cancel */
     char *errmsg;               /* the first error */
+    uint32_t cbw_timeout;
+    VMChangeStateEntry *vm_state;
 };
 
 /* What query-backup reports; main loop only */
 static struct {
     BackupVmaState *running;
     bool ever;
-    const char *status;
+    BackupStatusKind status;
     char *errmsg;
     char *backup_file;
     char *uuid;
     uint64_t total;
     uint64_t transferred;
     uint64_t zero_bytes;
+    uint64_t archive_size;
     int64_t start_time;
     int64_t end_time;
-    bool finishing;
 } backup_status;
-
-static void backup_vma_ref(BackupVmaState *s)
-{
-    qatomic_inc(&s->refcnt);
-}
-
-static void backup_vma_unref(BackupVmaState *s)
-{
-    if (qatomic_fetch_dec(&s->refcnt) > 1) {
-        return;
-    }
-    for (unsigned i = 0; i < s->n_devs; i++) {
-        g_free(s->devs[i].name);
-    }
-    g_free(s->devs);
-    vma_writer_free(s->archive.writer);
-    backup_vma_output_close(s->archive.output);
-    g_free(s->archive.errmsg);
-    g_free(s->errmsg);
-    g_free(s);
-}
 
 /* Keep the first error message */
 static void backup_vma_set_error(BackupVmaState *s, const char *msg)
@@ -109,180 +122,114 @@ static void backup_vma_set_error(BackupVmaState *s, const char *msg)
     }
 }
 
-/* The archive writer */
+/* The end */
 
-/* The writer's output callback; the writer is only called in coroutines */
-static int backup_vma_output_cb(void *opaque, const void *buf, size_t len)
+static void backup_vma_free(BackupVmaState *s)
 {
-    BackupVmaArchive *a = opaque;
-
-    assert(qemu_in_coroutine());
-    return backup_vma_output_write(a->output, buf, len);
-}
-
-static void backup_vma_archive_failed_bh(void *opaque);
-
-int coroutine_fn backup_vma_archive_write(BackupVmaArchive *a,
-                                          uint8_t dev_id, int64_t offset,
-                                          const void *buf, int64_t bytes)
-{
-    g_autoptr(GError) err = NULL;
-    VmaStreamStats before, after;
-    uint64_t cluster = offset / VMA_CLUSTER_SIZE;
-    bool ok = true;
-
-    if (offset % VMA_CLUSTER_SIZE) {
-        return -EINVAL;
+    if (s->vm_state) {
+        qemu_del_vm_change_state_handler(s->vm_state);
     }
-    qemu_co_mutex_lock(&a->lock);
-    vma_writer_get_stream_stats(a->writer, dev_id, &before);
-    if (!buf) {
-        ok = vma_writer_write_zero_clusters(a->writer, dev_id, cluster,
-                                            DIV_ROUND_UP(bytes,
-                                                         VMA_CLUSTER_SIZE),
-                                            &err);
-    }
-    for (int64_t pos = 0; buf && ok && pos < bytes; pos += VMA_CLUSTER_SIZE) {
-        ok = vma_writer_write_cluster(a->writer, dev_id,
-                                      cluster + pos / VMA_CLUSTER_SIZE,
-                                      (const uint8_t *)buf + pos,
-                                      MIN(VMA_CLUSTER_SIZE, bytes - pos),
-                                      &err);
-    }
-    vma_writer_get_stream_stats(a->writer, dev_id, &after);
-    if (!ok && !a->errmsg) {
-        a->errmsg = g_strdup(err->message);
-    }
-    qemu_co_mutex_unlock(&a->lock);
-
-    qatomic_add(&a->transferred, after.transferred - before.transferred);
-    qatomic_add(&a->zero_bytes, after.zero_bytes - before.zero_bytes);
-    if (!ok) {
-        if (!qatomic_xchg(&a->failed, true)) {
-            /* The BH holds a reference: the jobs may all end before it runs */
-            backup_vma_ref(a->fail_opaque);
-            aio_bh_schedule_oneshot(qemu_get_aio_context(), a->fail_cb,
-                                    a->fail_opaque);
-        }
-        return -EIO;
-    }
-    return 0;
-}
-
-/* The end of a backup */
-
-/* Record the result and let go of everything; main loop */
-static void backup_vma_end(BackupVmaState *s)
-{
-    if (s->archive.errmsg && !s->cancelled) {
-        /* The writer's error says best what went wrong */
-        g_free(s->errmsg);
-        s->errmsg = g_strdup(s->archive.errmsg);
-    }
-    backup_status.status = s->errmsg ? "error" : "done";
-    backup_status.errmsg = g_strdup(s->errmsg);
-    backup_status.transferred = qatomic_read(&s->archive.transferred);
-    backup_status.zero_bytes = qatomic_read(&s->archive.zero_bytes);
-    backup_status.end_time = time(NULL);
-    backup_status.finishing = false;
-    backup_status.running = NULL;
-    backup_vma_unref(s);
-}
-
-/* Write the end of the archive once every disk is in */
-static void coroutine_fn backup_vma_finish_co(void *opaque)
-{
-    BackupVmaState *s = opaque;
-    g_autoptr(GError) err = NULL;
-
-    qemu_co_mutex_lock(&s->archive.lock);
-    if (!vma_writer_finish(s->archive.writer, &err)) {
-        backup_vma_set_error(s, err->message);
-    }
-    qemu_co_mutex_unlock(&s->archive.lock);
-    backup_vma_end(s);
-}
-
-/* Every job has completed: no sink is written any more */
-static void backup_vma_jobs_done(BackupVmaState *s)
-{
-    for (unsigned i = 0; i < s->n_devs; i++) {
-        backup_vma_fleecing_stop(&s->devs[i].fleecing);
-        bdrv_unref(s->devs[i].sink);
-        s->devs[i].sink = NULL;
-        bdrv_unref(s->devs[i].source);
-        s->devs[i].source = NULL;
-    }
-    if (s->errmsg || qatomic_read(&s->archive.failed)) {
-        backup_vma_set_error(s, "backup failed");
-        backup_vma_end(s);
-        return;
-    }
-    backup_status.finishing = true;
-    qemu_coroutine_enter(qemu_coroutine_create(backup_vma_finish_co, s));
-}
-
-/*
- * Cancel every job that has not completed yet; main loop.  Completing a job
- * polls BHs (graph changes), so this can be re-entered for the same jobs:
- * each job is cancelled once.
- */
-static void backup_vma_cancel_jobs(BackupVmaState *s)
-{
-    backup_vma_ref(s);
     for (unsigned i = 0; i < s->n_devs; i++) {
         BackupVmaDevice *dev = &s->devs[i];
 
-        if (dev->job && !dev->cancel_sent) {
-            dev->cancel_sent = true;
-            /* A job that never started completes (and calls back) here */
-            WITH_JOB_LOCK_GUARD() {
-                job_cancel_locked(&dev->job->job, true);
-            }
+        assert(!dev->job);
+        if (dev->blocker) {
+            bdrv_op_unblock_all(dev->source, dev->blocker);
+            error_free(dev->blocker);
         }
+        backup_vma_fleecing_stop(&dev->fleecing);
+        bdrv_unref(dev->sink);
+        bdrv_unref(dev->source);
+        g_free(dev->name);
     }
-    backup_vma_unref(s);
+    g_free(s->devs);
+    if (s->txn) {
+        job_txn_unref(s->txn);
+    }
+    backup_vma_archive_free(s->archive);
+    g_free(s->errmsg);
+    g_free(s);
 }
 
-static void backup_vma_cancel_jobs_bh(void *opaque)
+/* Every job has ended: record the result and let go of everything */
+static void backup_vma_end(BackupVmaState *s)
 {
-    BackupVmaState *s = opaque;
+    BackupVmaArchiveProgress p;
+    const char *archive_err = backup_vma_archive_get_error(s->archive);
 
-    backup_vma_cancel_jobs(s);
-    backup_vma_unref(s);
+    if (s->phase != BACKUP_VMA_FINALIZING && !s->errmsg) {
+        s->errmsg = g_strdup(archive_err ?: "backup failed");
+    }
+    backup_vma_archive_get_progress(s->archive, &p);
+    if (s->phase == BACKUP_VMA_FINALIZING) {
+        backup_status.status = BACKUP_STATUS_KIND_DONE;
+    } else if (s->cancelled) {
+        backup_status.status = BACKUP_STATUS_KIND_CANCELLED;
+    } else {
+        backup_status.status = BACKUP_STATUS_KIND_ERROR;
+    }
+    backup_status.errmsg = backup_status.status == BACKUP_STATUS_KIND_DONE ?
+                           NULL : g_strdup(s->errmsg);
+    backup_status.transferred = p.transferred;
+    backup_status.zero_bytes = p.zero_bytes;
+    backup_status.archive_size = p.written;
+    backup_status.end_time = time(NULL);
+    backup_status.running = NULL;
+    backup_vma_free(s);
+
+    qapi_event_send_backup_completed(backup_status.status,
+                                     backup_status.errmsg,
+                                     backup_status.uuid,
+                                     backup_status.backup_file,
+                                     backup_status.archive_size);
 }
 
 /*
- * Stop the backup with @msg: no more jobs are started, a write waiting for
- * a reader is woken, and the remaining jobs are cancelled from a BH (not
- * from inside a job's completion).
+ * Abort every job (the transaction aborts them all), once; main loop.  Never
+ * while the jobs are being finalized: the archive is whole then.
+ */
+static void backup_vma_abort_jobs(BackupVmaState *s)
+{
+    for (unsigned i = 0; i < s->n_devs; i++) {
+        BackupVmaDevice *dev = &s->devs[i];
+
+        if (dev->job) {
+            WITH_JOB_LOCK_GUARD() {
+                job_cancel_locked(&dev->job->job, true);
+            }
+            return;
+        }
+    }
+}
+
+/*
+ * Stop the backup with @msg: fail the archive (wakes every waiting writer)
+ * and abort the jobs.  Too late once the archive is complete.
  */
 static void backup_vma_abort(BackupVmaState *s, const char *msg)
 {
-    backup_vma_set_error(s, msg);
-    if (s->aborting) {
+    if (s->phase == BACKUP_VMA_FINALIZING || s->phase == BACKUP_VMA_ABORTING) {
         return;
     }
-    s->aborting = true;
-    backup_vma_output_cancel(s->archive.output);
-    backup_vma_ref(s);
-    aio_bh_schedule_oneshot(qemu_get_aio_context(), backup_vma_cancel_jobs_bh,
-                            s);
+    backup_vma_set_error(s, msg);
+    backup_vma_archive_fail(s->archive, -ECANCELED, "%s", msg);
+    if (s->phase == BACKUP_VMA_RUNNING) {
+        s->phase = BACKUP_VMA_ABORTING;
+        backup_vma_abort_jobs(s);
+    }
+    /*
+     * In set up, qmp_backup() cleans up.  While finishing, the archive's
+     * last bytes may already be out: backup_vma_finish_co() tells from the
+     * output whether the archive is whole or not.
+     */
 }
 
-static void backup_vma_archive_failed_bh(void *opaque)
+/* The archive failed (from any producer); main loop, once */
+static void backup_vma_on_archive_failed(void *opaque)
 {
     BackupVmaState *s = opaque;
 
-    backup_vma_abort(s, "writing the archive failed");
-    backup_vma_unref(s);
-}
-
-static void backup_vma_start_next_job(BackupVmaState *s)
-{
-    BackupVmaDevice *dev = &s->devs[s->next_job++];
-
-    job_start(&dev->job->job);
+    backup_vma_abort(s, backup_vma_archive_get_error(s->archive));
 }
 
 static void backup_vma_job_cb(void *opaque, int ret)
@@ -291,23 +238,128 @@ static void backup_vma_job_cb(void *opaque, int ret)
     BackupVmaState *s = dev->backup;
 
     dev->job = NULL;
-    if (!s->started) {
-        return;     /* backup_vma_setup_failed() cleans up */
+    if (s->phase == BACKUP_VMA_SETUP) {
+        return;     /* qmp_backup() cleans up */
     }
-    s->jobs_done++;
-    if (ret < 0) {
-        g_autofree char *msg = NULL;
-
-        msg = ret == -ECANCELED ?
-            g_strdup("backup cancelled") :
-            g_strdup_printf("backup of '%s' failed: %s", dev->name,
-                            strerror(-ret));
+    if (ret < 0 && ret != -ECANCELED) {
+        g_autofree char *msg = g_strdup_printf("backup of '%s' failed: %s",
+                                               dev->name, strerror(-ret));
         backup_vma_abort(s, msg);
-    } else if (!s->aborting && s->next_job < s->n_devs) {
-        backup_vma_start_next_job(s);
+    } else if (ret < 0 && s->phase != BACKUP_VMA_ABORTING) {
+        /* Not ours: block-job-cancel, or the node went away */
+        g_autofree char *msg = g_strdup_printf(
+            "backup of '%s' cancelled from outside the backup "
+            "(block-job-cancel or job-cancel)", dev->name);
+        backup_vma_abort(s, msg);
     }
-    if (s->jobs_done == s->n_devs) {
-        backup_vma_jobs_done(s);
+    if (++s->jobs_ended == s->n_devs) {
+        backup_vma_end(s);
+    }
+}
+
+/* The archive is complete (FINALIZING) or not: finalize or abort the jobs */
+static void backup_vma_finished_bh(void *opaque)
+{
+    BackupVmaState *s = opaque;
+
+    if (s->phase == BACKUP_VMA_FINALIZING) {
+        WITH_JOB_LOCK_GUARD() {
+            job_finalize_locked(&s->devs[0].job->job, &error_abort);
+        }
+    } else {
+        backup_vma_abort_jobs(s);
+    }
+}
+
+/*
+ * Complete the archive.  Jobs are finalized outside coroutine context (it
+ * changes the graph): in a BH.
+ */
+static void coroutine_fn backup_vma_finish_co(void *opaque)
+{
+    BackupVmaState *s = opaque;
+    Error *err = NULL;
+
+    assert(s->phase == BACKUP_VMA_FINISHING);
+    if (backup_vma_archive_finish(s->archive, &err)) {
+        /* Whole, even if a cancel came while the last bytes went out */
+        s->phase = BACKUP_VMA_FINALIZING;
+    } else {
+        backup_vma_set_error(s, error_get_pretty(err));
+        error_free(err);
+        s->phase = BACKUP_VMA_ABORTING;
+    }
+    aio_bh_schedule_oneshot(qemu_get_aio_context(), backup_vma_finished_bh,
+                            s);
+}
+
+/* Every producer is done: here just the disks' jobs, all pending */
+static void backup_vma_disks_done(void *opaque)
+{
+    BackupVmaState *s = opaque;
+
+    if (s->phase != BACKUP_VMA_RUNNING) {
+        return;
+    }
+    s->phase = BACKUP_VMA_FINISHING;
+    qemu_coroutine_enter(qemu_coroutine_create(backup_vma_finish_co, s));
+}
+
+static void backup_vma_job_pending(Notifier *n, void *data)
+{
+    BackupVmaDevice *dev = container_of(n, BackupVmaDevice, job_pending);
+    BackupVmaState *s = dev->backup;
+
+    if (++s->jobs_pending == s->n_devs) {
+        backup_vma_archive_producer_done(s->archive);
+    }
+}
+
+/* A copy-before-write filter broke the snapshot; in the disk's context */
+static void backup_vma_cbw_broken(Notifier *n, void *data)
+{
+    BackupVmaDevice *dev = container_of(n, BackupVmaDevice, cbw_break);
+    int err = bdrv_cbw_snapshot_error(data);
+
+    if (err == -ETIMEDOUT) {
+        backup_vma_archive_fail(dev->backup->archive, err,
+                                "a guest write to '%s' waited longer than "
+                                "cbw-timeout (%" PRIu32 " s) for the archive: "
+                                "it went through and the backup failed",
+                                dev->name, dev->backup->cbw_timeout);
+    } else {
+        backup_vma_archive_fail(dev->backup->archive, err,
+                                "saving old data of '%s' before a guest "
+                                "write failed: %s", dev->name,
+                                strerror(-err));
+    }
+}
+
+static void backup_vma_fleecing_broken(Notifier *n, void *data)
+{
+    BackupVmaDevice *dev = container_of(n, BackupVmaDevice, fleecing_break);
+    int err = bdrv_cbw_snapshot_error(data);
+
+    backup_vma_archive_fail(dev->backup->archive, err,
+                            "fleecing image '%s' of '%s' failed: %s",
+                            bdrv_get_node_name(dev->fleecing.image),
+                            dev->name,
+                            err == -ETIMEDOUT ?
+                            "a copy took longer than cbw-timeout" :
+                            strerror(-err));
+}
+
+/*
+ * QEMU is shutting down: fail the backup before block jobs are cancelled
+ * (a cancel would wait for writes queued for a consumer that may be gone)
+ */
+static void backup_vma_vm_state_changed(void *opaque, bool running,
+                                        RunState state)
+{
+    BackupVmaState *s = opaque;
+
+    if (state == RUN_STATE_SHUTDOWN) {
+        backup_vma_abort(s, "QEMU is shutting down");
     }
 }
 
@@ -416,77 +468,67 @@ static bool backup_vma_find_devices(const char *devlist, GArray *devs,
     return true;
 }
 
-static bool backup_vma_add_config(VmaWriter *w, const char *path,
+/*
+ * Store the file at @path as config @name.  Checked before it is read, and
+ * read no further than the limit: a huge file, /dev/zero or a FIFO must not
+ * stall the monitor.
+ */
+static bool backup_vma_add_config(BackupVmaArchive *a, const char *path,
                                   const char *name, Error **errp)
 {
-    g_autofree char *data = NULL;
-    g_autoptr(GError) err = NULL;
-    gsize len;
+    g_autofree char *data = g_malloc(VMA_MAX_BLOB_SIZE + 1);
+    struct stat st;
+    ssize_t len = 0;
+    int fd;
 
-    if (!g_file_get_contents(path, &data, &len, &err) ||
-        !vma_writer_add_config(w, name, data, len, &err)) {
-        error_setg(errp, "cannot store '%s': %s", path, err->message);
+    fd = qemu_open(path, O_RDONLY | O_NONBLOCK, errp);
+    if (fd < 0) {
+        error_prepend(errp, "cannot store %s: ", name);
         return false;
     }
-    return true;
-}
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        error_setg(errp, "cannot store '%s' as %s: not a regular file", path,
+                   name);
+        close(fd);
+        return false;
+    }
+    if (st.st_size > VMA_MAX_BLOB_SIZE) {
+        error_setg(errp, "cannot store '%s' as %s: it has %" PRId64 " bytes, "
+                   "at most %d fit", path, name, (int64_t)st.st_size,
+                   VMA_MAX_BLOB_SIZE);
+        close(fd);
+        return false;
+    }
+    while (len <= VMA_MAX_BLOB_SIZE) {
+        ssize_t n = read(fd, data + len, VMA_MAX_BLOB_SIZE + 1 - len);
 
-/* Create the sinks and, in one drained section, all jobs */
-static bool backup_vma_create_jobs(BackupVmaState *s, int64_t speed,
-                                   int64_t max_workers, uint32_t cbw_timeout,
-                                   Error **errp)
-{
-    BackupPerf perf = { .max_workers = max_workers };
-    bool ok = true;
-
-    for (unsigned i = 0; i < s->n_devs; i++) {
-        BackupVmaDevice *dev = &s->devs[i];
-
-        dev->sink = backup_vma_sink_new(&s->archive, dev->dev_id, dev->source,
-                                        errp);
-        if (!dev->sink) {
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            error_setg_errno(errp, errno, "cannot read '%s'", path);
+            close(fd);
             return false;
         }
-    }
-
-    bdrv_drain_all_begin();
-    for (unsigned i = 0; ok && i < s->n_devs; i++) {
-        BackupVmaDevice *dev = &s->devs[i];
-        g_autofree char *job_id = g_strdup_printf("vma-backup-%s", dev->name);
-        BlockDriverState *source = dev->source;
-        bool fleecing = dev->fleecing.image != NULL;
-
-        if (!id_wellformed(job_id)) {
-            g_free(job_id);
-            job_id = g_strdup_printf("vma-backup-%u", dev->dev_id);
+        if (n == 0) {
+            break;
         }
-        if (fleecing) {
-            source = backup_vma_fleecing_start(&dev->fleecing, dev->source,
-                                               cbw_timeout, errp);
-            if (!source) {
-                ok = false;
-                break;
-            }
-        }
-        /* With fleecing, what was saved is discarded from the image */
-        dev->job = backup_job_create(job_id, source, dev->sink, speed,
-                                     MIRROR_SYNC_MODE_FULL, NULL,
-                                     BITMAP_SYNC_MODE_NEVER, false, fleecing,
-                                     NULL, &perf,
-                                     BLOCKDEV_ON_ERROR_REPORT,
-                                     BLOCKDEV_ON_ERROR_REPORT,
-                                     ON_CBW_ERROR_BREAK_SNAPSHOT, 0,
-                                     JOB_DEFAULT, backup_vma_job_cb, dev,
-                                     NULL, errp);
-        ok = dev->job != NULL;
+        len += n;
     }
-    bdrv_drain_all_end();
-    return ok;
+    close(fd);
+    if (len > VMA_MAX_BLOB_SIZE) {
+        error_setg(errp, "cannot store '%s' as %s: it grew past %d bytes",
+                   path, name, VMA_MAX_BLOB_SIZE);
+        return false;
+    }
+    return backup_vma_archive_add_config(a, name, data, len, errp);
 }
 
 /*
  * Find the fleecing image of each disk that gets one: from @images, or
- * "<device>-fleecing" for all disks with @fleecing.  Nothing changes yet.
+ * "<device>-fleecing" for all disks with @fleecing.  An image must be
+ * unused: not a disk of this backup, not another disk's image, not attached
+ * to anything.  Nothing changes yet.
  */
 static bool backup_vma_prepare_fleecing(BackupVmaState *s, bool fleecing,
                                         BackupFleecingImageList *images,
@@ -531,25 +573,131 @@ static bool backup_vma_prepare_fleecing(BackupVmaState *s, bool fleecing,
             return false;
         }
     }
+    for (unsigned i = 0; i < s->n_devs; i++) {
+        BlockDriverState *image = s->devs[i].fleecing.image;
+
+        if (!image) {
+            continue;
+        }
+        for (unsigned j = 0; j < s->n_devs; j++) {
+            if (image == s->devs[j].source) {
+                error_setg(errp, "fleecing image '%s' of '%s' is a disk of "
+                           "this backup", bdrv_get_node_name(image),
+                           s->devs[i].name);
+                return false;
+            }
+            if (j != i && image == s->devs[j].fleecing.image) {
+                error_setg(errp, "fleecing image '%s' is given for both "
+                           "'%s' and '%s'", bdrv_get_node_name(image),
+                           s->devs[j].name, s->devs[i].name);
+                return false;
+            }
+        }
+        if (!QLIST_EMPTY(&image->parents)) {
+            error_setg(errp, "fleecing image '%s' of '%s' is in use",
+                       bdrv_get_node_name(image), s->devs[i].name);
+            return false;
+        }
+    }
     return true;
 }
 
+/* Create the sinks and, in one drained section, all jobs */
+static bool backup_vma_create_jobs(BackupVmaState *s, int64_t speed,
+                                   int64_t max_workers, Error **errp)
+{
+    BackupPerf perf = { .max_workers = max_workers };
+    bool ok = true;
+
+    for (unsigned i = 0; i < s->n_devs; i++) {
+        BackupVmaDevice *dev = &s->devs[i];
+
+        dev->sink = backup_vma_sink_new(s->archive, dev->dev_id, dev->source,
+                                        errp);
+        if (!dev->sink) {
+            return false;
+        }
+    }
+
+    s->txn = job_txn_new();
+    job_txn_set_sequential(s->txn);
+    bdrv_drain_all_begin();
+    for (unsigned i = 0; ok && i < s->n_devs; i++) {
+        BackupVmaDevice *dev = &s->devs[i];
+        g_autofree char *job_id = g_strdup_printf("vma-backup-%s", dev->name);
+        BlockDriverState *source = dev->source;
+        bool fleecing = dev->fleecing.image != NULL;
+
+        if (!id_wellformed(job_id)) {
+            g_free(job_id);
+            job_id = g_strdup_printf("vma-backup-%u", dev->dev_id);
+        }
+        if (fleecing) {
+            source = backup_vma_fleecing_start(&dev->fleecing, dev->source,
+                                               s->cbw_timeout, errp);
+            if (!source) {
+                ok = false;
+                break;
+            }
+            dev->fleecing_break.notify = backup_vma_fleecing_broken;
+            bdrv_cbw_add_snapshot_break_notifier(dev->fleecing.cbw,
+                                                 &dev->fleecing_break);
+        }
+        /*
+         * With fleecing, what was saved is discarded from the image, and
+         * the guest never waits for the archive (no cbw-timeout needed)
+         */
+        dev->job = backup_job_create(job_id, source, dev->sink, speed,
+                                     MIRROR_SYNC_MODE_FULL, NULL,
+                                     BITMAP_SYNC_MODE_NEVER, false, fleecing,
+                                     NULL, &perf,
+                                     BLOCKDEV_ON_ERROR_REPORT,
+                                     BLOCKDEV_ON_ERROR_REPORT,
+                                     ON_CBW_ERROR_BREAK_SNAPSHOT,
+                                     fleecing ? 0 : s->cbw_timeout,
+                                     JOB_MANUAL_FINALIZE, backup_vma_job_cb,
+                                     dev, s->txn, errp);
+        if (!dev->job) {
+            ok = false;
+            break;
+        }
+        dev->job_pending.notify = backup_vma_job_pending;
+        notifier_list_add(&dev->job->job.on_pending, &dev->job_pending);
+        dev->cbw_break.notify = backup_vma_cbw_broken;
+        bdrv_cbw_add_snapshot_break_notifier(
+            backup_job_get_cbw_filter(dev->job), &dev->cbw_break);
+        /* Nothing may change the disk under the backup (snapshot, resize) */
+        error_setg(&dev->blocker, "'%s' is being backed up into a VMA "
+                   "archive", dev->name);
+        bdrv_op_block_all(dev->source, dev->blocker);
+    }
+    bdrv_drain_all_end();
+    return ok;
+}
+
 /*
- * Undo a backup that failed before its first job started.  The status of
- * the previous backup stays as it was.
+ * Undo a backup that failed before its first job started: jobs that never
+ * started complete at once when cancelled.  The status of the previous
+ * backup stays as it was.  Nothing was written: the output was never armed.
  */
 static void backup_vma_setup_failed(BackupVmaState *s)
 {
-    s->aborting = true;
-    /* Jobs that never started complete at once */
-    backup_vma_cancel_jobs(s);
-    for (unsigned i = 0; i < s->n_devs; i++) {
-        assert(!s->devs[i].job);
-        backup_vma_fleecing_stop(&s->devs[i].fleecing);
-        bdrv_unref(s->devs[i].sink);
-        bdrv_unref(s->devs[i].source);
+    if (s->archive) {
+        backup_vma_archive_fail(s->archive, -ECANCELED, "set up failed");
     }
-    backup_vma_unref(s);
+    backup_vma_abort_jobs(s);
+    backup_vma_free(s);
+}
+
+/* Remove a new regular file that a failed backup created */
+static void backup_vma_remove_new_file(const char *backup_file)
+{
+    struct stat st;
+
+    if (!g_str_has_prefix(backup_file, "/dev/fd") &&
+        stat(backup_file, &st) == 0 && S_ISREG(st.st_mode)) {
+        unlink(backup_file);
+    }
 }
 
 UuidInfo *qmp_backup(const char *backup_file,
@@ -561,10 +709,12 @@ UuidInfo *qmp_backup(const char *backup_file,
                      bool has_fleecing_images,
                      BackupFleecingImageList *fleecing_images,
                      bool has_cbw_timeout, uint32_t cbw_timeout,
+                     bool has_stall_timeout, uint32_t stall_timeout,
                      Error **errp)
 {
     g_autoptr(GArray) devs = g_array_new(false, true,
                                          sizeof(BackupVmaDevice));
+    BackupVmaOutput *output;
     BackupVmaState *s;
     QemuUUID uuid;
     UuidInfo *info;
@@ -596,49 +746,52 @@ UuidInfo *qmp_backup(const char *backup_file,
     }
 
     s = g_new0(BackupVmaState, 1);
-    s->refcnt = 1;
+    s->phase = BACKUP_VMA_SETUP;
     s->n_devs = devs->len;
     s->devs = (BackupVmaDevice *)g_array_free(g_steal_pointer(&devs), false);
-    qemu_co_mutex_init(&s->archive.lock);
-    s->archive.fail_cb = backup_vma_archive_failed_bh;
-    s->archive.fail_opaque = s;
-
-    qemu_uuid_generate(&uuid);
-    s->archive.writer = vma_writer_new(uuid.data, time(NULL),
-                                       backup_vma_output_cb, &s->archive);
+    s->cbw_timeout = has_cbw_timeout ? cbw_timeout :
+                     BACKUP_VMA_DEFAULT_CBW_TIMEOUT;
     for (unsigned i = 0; i < s->n_devs; i++) {
-        g_autoptr(GError) err = NULL;
-
         s->devs[i].backup = s;
-        s->devs[i].dev_id = vma_writer_register_stream(s->archive.writer,
-                                                       s->devs[i].name,
-                                                       s->devs[i].size, &err);
-        if (!s->devs[i].dev_id) {
-            error_setg(errp, "%s", err->message);
-            goto fail;
-        }
         total += s->devs[i].size;
-    }
-    if ((config_file && !backup_vma_add_config(s->archive.writer, config_file,
-                                               "qemu-server.conf", errp)) ||
-        (firewall_file && !backup_vma_add_config(s->archive.writer,
-                                                 firewall_file,
-                                                 "qemu-server.fw", errp))) {
-        goto fail;
     }
     if (!backup_vma_prepare_fleecing(s, has_fleecing && fleecing,
                                      fleecing_images, devlist != NULL,
                                      errp)) {
         goto fail;
     }
-    s->archive.output = backup_vma_output_open(backup_file, errp);
-    if (!s->archive.output) {
+
+    output = backup_vma_output_open(backup_file,
+                                    has_stall_timeout ? stall_timeout :
+                                    BACKUP_VMA_DEFAULT_STALL_TIMEOUT,
+                                    BACKUP_VMA_QUEUE_LIMIT, errp);
+    if (!output) {
         goto fail;
     }
+    qemu_uuid_generate(&uuid);
+    s->archive = backup_vma_archive_new(output, uuid.data,
+                                        backup_vma_disks_done,
+                                        backup_vma_on_archive_failed, s);
+    for (unsigned i = 0; i < s->n_devs; i++) {
+        s->devs[i].dev_id = backup_vma_archive_add_disk(s->archive,
+                                                        s->devs[i].name,
+                                                        s->devs[i].size,
+                                                        errp);
+        if (!s->devs[i].dev_id) {
+            goto fail_remove;
+        }
+    }
+    if ((config_file && !backup_vma_add_config(s->archive, config_file,
+                                               "qemu-server.conf", errp)) ||
+        (firewall_file && !backup_vma_add_config(s->archive, firewall_file,
+                                                 "qemu-server.fw", errp))) {
+        goto fail_remove;
+    }
+    /* The disks' jobs are one producer: done when all are pending */
+    backup_vma_archive_add_producer(s->archive);
     if (!backup_vma_create_jobs(s, has_speed ? speed : 0, max_workers,
-                                has_cbw_timeout ? cbw_timeout :
-                                BACKUP_VMA_DEFAULT_CBW_TIMEOUT, errp)) {
-        goto fail;
+                                errp)) {
+        goto fail_remove;
     }
 
     g_free(backup_status.errmsg);
@@ -647,28 +800,25 @@ UuidInfo *qmp_backup(const char *backup_file,
     backup_status = (typeof(backup_status)) {
         .running = s,
         .ever = true,
-        .status = "active",
+        .status = BACKUP_STATUS_KIND_ACTIVE,
         .backup_file = g_strdup(backup_file),
         .uuid = qemu_uuid_unparse_strdup(&uuid),
         .total = total,
         .start_time = time(NULL),
     };
-    s->started = true;
-    backup_vma_start_next_job(s);
+    s->vm_state = qemu_add_vm_change_state_handler(
+        backup_vma_vm_state_changed, s);
+    s->phase = BACKUP_VMA_RUNNING;
+    backup_vma_archive_start(s->archive);
+    job_start(&s->devs[0].job->job);
 
     info = g_new0(UuidInfo, 1);
     info->UUID = qemu_uuid_unparse_strdup(&uuid);
     return info;
 
+fail_remove:
+    backup_vma_remove_new_file(backup_file);
 fail:
-    /* Nothing was written: a new file is removed again */
-    if (s->archive.output && !g_str_has_prefix(backup_file, "/dev/fd")) {
-        struct stat st;
-
-        if (stat(backup_file, &st) == 0 && S_ISREG(st.st_mode)) {
-            unlink(backup_file);
-        }
-    }
     backup_vma_setup_failed(s);
     return NULL;
 }
@@ -678,11 +828,12 @@ BackupStatus *qmp_query_backup(Error **errp)
     BackupStatus *info = g_new0(BackupStatus, 1);
     BackupVmaState *s = backup_status.running;
 
-    info->finishing = backup_status.finishing;
+    info->finishing = s && s->phase == BACKUP_VMA_FINISHING;
     if (!backup_status.ever) {
         return info;
     }
-    info->status = g_strdup(backup_status.status);
+    info->has_status = true;
+    info->status = backup_status.status;
     info->errmsg = g_strdup(backup_status.errmsg);
     info->backup_file = g_strdup(backup_status.backup_file);
     info->uuid = g_strdup(backup_status.uuid);
@@ -690,12 +841,18 @@ BackupStatus *qmp_query_backup(Error **errp)
     info->total = backup_status.total;
     info->has_transferred = true;
     info->has_zero_bytes = true;
+    info->has_archive_size = true;
     if (s) {
-        info->transferred = qatomic_read(&s->archive.transferred);
-        info->zero_bytes = qatomic_read(&s->archive.zero_bytes);
+        BackupVmaArchiveProgress p;
+
+        backup_vma_archive_get_progress(s->archive, &p);
+        info->transferred = p.transferred;
+        info->zero_bytes = p.zero_bytes;
+        info->archive_size = p.written;
     } else {
         info->transferred = backup_status.transferred;
         info->zero_bytes = backup_status.zero_bytes;
+        info->archive_size = backup_status.archive_size;
     }
     info->has_start_time = true;
     info->start_time = backup_status.start_time;
@@ -713,11 +870,8 @@ void qmp_backup_cancel(Error **errp)
     if (!s) {
         return;
     }
-    backup_vma_ref(s);
-    s->cancelled = true;
-    backup_vma_abort(s, "backup cancelled");
-    backup_vma_cancel_jobs(s);
-    backup_vma_unref(s);
-    /* Return once every filter and node the backup added is gone */
-    AIO_WAIT_WHILE_UNLOCKED(NULL, backup_status.running == s);
+    if (s->phase == BACKUP_VMA_RUNNING || s->phase == BACKUP_VMA_FINISHING) {
+        s->cancelled = true;
+        backup_vma_abort(s, "backup cancelled");
+    }
 }

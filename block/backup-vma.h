@@ -15,50 +15,109 @@
 #include "qemu/coroutine.h"
 
 /*
- * Where the archive bytes go: a regular file, a FIFO or a passed fd.
- * Writes run in a worker thread and never block the caller's AioContext;
- * backup_vma_output_cancel() wakes a write that waits for a reader.
+ * Where the archive bytes go (backup-vma-output.c): a regular file, a FIFO,
+ * a pipe or a socket, written by a thread of its own from a bounded queue.
+ * Thread-safe: producers in any AioContext append; nothing blocks on the
+ * consumer.
  */
 typedef struct BackupVmaOutput BackupVmaOutput;
 
-BackupVmaOutput *backup_vma_output_open(const char *path, Error **errp);
-int coroutine_fn backup_vma_output_write(BackupVmaOutput *out,
-                                         const void *buf, size_t len);
-/* Fail the pending and all later writes with -ECANCELED */
-void backup_vma_output_cancel(BackupVmaOutput *out);
+/*
+ * Open @path (see backup-file in qapi/backup.json).  The output fails when
+ * the consumer takes no byte for @stall_timeout seconds (0: never);
+ * producers wait while more than @queue_limit bytes are queued.
+ */
+BackupVmaOutput *backup_vma_output_open(const char *path,
+                                        uint32_t stall_timeout,
+                                        size_t queue_limit, Error **errp);
+/* Let the thread write: before this, nothing leaves QEMU */
+void backup_vma_output_arm(BackupVmaOutput *out);
+/* Yield while the queue is full; returns 0 or the output's error */
+int coroutine_fn backup_vma_output_wait_room(BackupVmaOutput *out);
+/* Queue a copy of @buf; never waits.  Returns 0 or a negative errno. */
+int backup_vma_output_append(BackupVmaOutput *out, const void *buf,
+                             size_t len);
+/* Queue @buf (g_malloc'ed), which the output frees */
+int backup_vma_output_append_owned(BackupVmaOutput *out, void *buf,
+                                   size_t len);
+/* While drained, producers may overfill the queue instead of waiting */
+void backup_vma_output_drain_begin(BackupVmaOutput *out);
+void backup_vma_output_drain_end(BackupVmaOutput *out);
+/* Fail with @error (negative errno) unless complete; any thread */
+void backup_vma_output_fail(BackupVmaOutput *out, int error);
+int backup_vma_output_get_error(BackupVmaOutput *out);
+/* Bytes the consumer took so far */
+uint64_t backup_vma_output_get_written(BackupVmaOutput *out);
+/* Write everything queued and sync; 0 once the archive is whole */
+int coroutine_fn backup_vma_output_finish(BackupVmaOutput *out);
 void backup_vma_output_close(BackupVmaOutput *out);
 
 /*
- * The archive being written, shared by the sink nodes of all disks.  The
- * sinks may run in different AioContexts (iothreads) at the same time.
+ * The archive being written (backup-vma-archive.c): the format writer, the
+ * output, progress and the error state, shared by every producer.
+ *
+ * Life cycle, in the main loop unless said otherwise:
+ *   1. backup_vma_archive_new() takes the output.
+ *   2. Streams, configs and producers are registered: _add_disk(),
+ *      _add_config(), _add_producer().  A producer is anything that writes
+ *      streams: the disks' sink nodes count as one.
+ *   3. backup_vma_archive_start(): the set up is complete and the output may
+ *      write.  Producers may write before (a copy-before-write right after
+ *      the filters went in): the bytes wait in the queue, and are dropped if
+ *      the set up fails.
+ *   4. Producers write with backup_vma_archive_write(), from coroutines in
+ *      any AioContext and any number at once.  Each then calls
+ *      backup_vma_archive_producer_done() (any thread); once every producer
+ *      is done, @done_cb runs in the main loop.
+ *   5. backup_vma_archive_finish() completes the archive: its last extent,
+ *      written and synced.
+ * backup_vma_archive_fail() can be called at any time from any thread: it
+ * keeps the first error, fails every later write, wakes waiting producers
+ * and runs @fail_cb once in the main loop.
  */
-typedef struct BackupVmaArchive {
-    /* Serializes every call on @writer; the output yields under it */
-    CoMutex lock;
-    VmaWriter *writer;
-    BackupVmaOutput *output;
+typedef struct BackupVmaArchive BackupVmaArchive;
 
-    /* Progress over all disks, updated atomically */
-    uint64_t transferred;
-    uint64_t zero_bytes;
+typedef struct BackupVmaArchiveProgress {
+    uint64_t transferred;   /* stream bytes accounted for */
+    uint64_t zero_bytes;    /* of which were zero (not stored) */
+    uint64_t written;       /* archive bytes the consumer took */
+} BackupVmaArchiveProgress;
 
-    /* Set (atomically, once) when the writer failed */
-    bool failed;
-    /* Why, for the first failure; set under @lock */
-    char *errmsg;
-    /* Called in the main loop after the first failure */
-    void (*fail_cb)(void *opaque);
-    void *fail_opaque;
-} BackupVmaArchive;
-
+BackupVmaArchive *backup_vma_archive_new(BackupVmaOutput *out,
+                                         const uint8_t uuid[VMA_UUID_SIZE],
+                                         void (*done_cb)(void *opaque),
+                                         void (*fail_cb)(void *opaque),
+                                         void *opaque);
+/* Returns the stream's dev_id, or 0 with @errp set */
+uint8_t backup_vma_archive_add_disk(BackupVmaArchive *a, const char *name,
+                                    uint64_t size, Error **errp);
+bool backup_vma_archive_add_config(BackupVmaArchive *a, const char *name,
+                                   const void *data, size_t len,
+                                   Error **errp);
+void backup_vma_archive_add_producer(BackupVmaArchive *a);
+void backup_vma_archive_start(BackupVmaArchive *a);
 /*
- * Store @bytes at @offset of stream @dev_id: data (@buf) or zeroes
- * (@buf == NULL).  @offset is cluster aligned; @bytes a multiple of the
- * cluster size except at the device end.  Returns 0 or a negative errno.
+ * Store @bytes at @offset of disk @dev_id: data (@buf) or zeroes (@buf ==
+ * NULL).  @offset is cluster aligned; @bytes a multiple of the cluster
+ * size except at the disk's end.  Returns 0 or a negative errno.
  */
-int coroutine_fn backup_vma_archive_write(BackupVmaArchive *archive,
+int coroutine_fn backup_vma_archive_write(BackupVmaArchive *a,
                                           uint8_t dev_id, int64_t offset,
                                           const void *buf, int64_t bytes);
+void backup_vma_archive_producer_done(BackupVmaArchive *a);
+bool coroutine_fn backup_vma_archive_finish(BackupVmaArchive *a,
+                                            Error **errp);
+void backup_vma_archive_fail(BackupVmaArchive *a, int error,
+                             const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+/* The first error's message, or NULL; main loop, after @fail_cb */
+const char *backup_vma_archive_get_error(BackupVmaArchive *a);
+bool backup_vma_archive_failed(BackupVmaArchive *a);
+void backup_vma_archive_get_progress(BackupVmaArchive *a,
+                                     BackupVmaArchiveProgress *p);
+/* See backup_vma_output_drain_begin() */
+void backup_vma_archive_drain_begin(BackupVmaArchive *a);
+void backup_vma_archive_drain_end(BackupVmaArchive *a);
+void backup_vma_archive_free(BackupVmaArchive *a);
 
 /*
  * A node that takes the writes of a backup job for one disk and stores

@@ -25,7 +25,7 @@ void hmp_backup(Monitor *mon, const QDict *qdict)
 
     info = qmp_backup(backup_file, false, BACKUP_FORMAT_VMA, NULL, NULL,
                       devlist, true, speed, false, 0, false, false, false,
-                      NULL, false, 0, &err);
+                      NULL, false, 0, false, 0, &err);
     if (info) {
         monitor_printf(mon, "backup started, uuid %s\n", info->UUID);
     }
@@ -61,11 +61,12 @@ void hmp_info_backup(Monitor *mon, const QDict *qdict)
 {
     g_autoptr(BackupStatus) info = qmp_query_backup(NULL);
 
-    if (!info->status) {
+    if (!info->has_status) {
         monitor_printf(mon, "No backup has run\n");
         return;
     }
-    monitor_printf(mon, "Backup status: %s%s\n", info->status,
+    monitor_printf(mon, "Backup status: %s%s\n",
+                   BackupStatusKind_str(info->status),
                    info->finishing ? " (finishing)" : "");
     if (info->errmsg) {
         monitor_printf(mon, "Backup error: %s\n", info->errmsg);
@@ -79,4 +80,5 @@ void hmp_info_backup(Monitor *mon, const QDict *qdict)
     monitor_printf(mon, "Total size: %" PRId64 "\n", info->total);
     print_part(mon, "Transferred bytes", info->transferred, info->total);
     print_part(mon, "Zero bytes", info->zero_bytes, info->total);
+    monitor_printf(mon, "Archive size: %" PRId64 "\n", info->archive_size);
 }

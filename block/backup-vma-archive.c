@@ -1,0 +1,345 @@
+/*
+ * VM backup into a VMA archive: the archive that producers write to
+ *
+ * One object per backup: the format writer, the output, progress and the
+ * first error.  Producers (the disks' sink nodes, in their AioContexts)
+ * write at the same time: each packs its extents (zero detection and the
+ * copy of the data) without any lock, and takes @lock only to let the
+ * writer check and record the clusters and to queue the finished extent.
+ * Nothing under @lock waits: the output's queue takes the bytes at once,
+ * and producers wait for room in it before they take the lock.
+ *
+ * Copyright (c) the VMA backup authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qemu/main-loop.h"
+#include "qemu/thread.h"
+#include "block/aio.h"
+#include "block/backup-vma.h"
+
+struct BackupVmaArchive {
+    BackupVmaOutput *output;
+    void (*done_cb)(void *opaque);
+    void (*fail_cb)(void *opaque);
+    void *opaque;
+
+    /* Protects @writer and the order of what goes into @output */
+    QemuMutex lock;
+    VmaWriter *writer;
+    uint8_t uuid[VMA_UUID_SIZE];
+
+    int producers;          /* atomic: producers not done yet */
+    bool started;           /* the output was armed */
+
+    /* Atomic: */
+    bool failed;
+    uint64_t transferred;
+    uint64_t zero_bytes;
+
+    /* The first error; set once under @lock */
+    char *errmsg;
+};
+
+/* The writer's output callback: called under @lock, never waits */
+static int archive_output_cb(void *opaque, const void *buf, size_t len)
+{
+    BackupVmaArchive *a = opaque;
+
+    return backup_vma_output_append(a->output, buf, len);
+}
+
+BackupVmaArchive *backup_vma_archive_new(BackupVmaOutput *out,
+                                         const uint8_t uuid[VMA_UUID_SIZE],
+                                         void (*done_cb)(void *opaque),
+                                         void (*fail_cb)(void *opaque),
+                                         void *opaque)
+{
+    BackupVmaArchive *a = g_new0(BackupVmaArchive, 1);
+
+    a->output = out;
+    a->done_cb = done_cb;
+    a->fail_cb = fail_cb;
+    a->opaque = opaque;
+    memcpy(a->uuid, uuid, VMA_UUID_SIZE);
+    qemu_mutex_init(&a->lock);
+    a->writer = vma_writer_new(uuid, time(NULL), archive_output_cb, a);
+    return a;
+}
+
+void backup_vma_archive_free(BackupVmaArchive *a)
+{
+    if (!a) {
+        return;
+    }
+    backup_vma_output_close(a->output);
+    vma_writer_free(a->writer);
+    qemu_mutex_destroy(&a->lock);
+    g_free(a->errmsg);
+    g_free(a);
+}
+
+uint8_t backup_vma_archive_add_disk(BackupVmaArchive *a, const char *name,
+                                    uint64_t size, Error **errp)
+{
+    g_autoptr(GError) err = NULL;
+    uint8_t dev_id;
+
+    QEMU_LOCK_GUARD(&a->lock);
+    dev_id = vma_writer_register_stream(a->writer, name, size, &err);
+    if (!dev_id) {
+        error_setg(errp, "%s", err->message);
+    }
+    return dev_id;
+}
+
+bool backup_vma_archive_add_config(BackupVmaArchive *a, const char *name,
+                                   const void *data, size_t len,
+                                   Error **errp)
+{
+    g_autoptr(GError) err = NULL;
+
+    QEMU_LOCK_GUARD(&a->lock);
+    if (!vma_writer_add_config(a->writer, name, data, len, &err)) {
+        error_setg(errp, "%s", err->message);
+        return false;
+    }
+    return true;
+}
+
+void backup_vma_archive_add_producer(BackupVmaArchive *a)
+{
+    assert(!a->started);
+    qatomic_inc(&a->producers);
+}
+
+void backup_vma_archive_start(BackupVmaArchive *a)
+{
+    a->started = true;
+    backup_vma_output_arm(a->output);
+}
+
+static void archive_done_bh(void *opaque)
+{
+    BackupVmaArchive *a = opaque;
+
+    a->done_cb(a->opaque);
+}
+
+void backup_vma_archive_producer_done(BackupVmaArchive *a)
+{
+    if (qatomic_fetch_dec(&a->producers) == 1) {
+        aio_bh_schedule_oneshot(qemu_get_aio_context(), archive_done_bh, a);
+    }
+}
+
+/* Errors */
+
+static void archive_fail_bh(void *opaque)
+{
+    BackupVmaArchive *a = opaque;
+
+    a->fail_cb(a->opaque);
+}
+
+static void G_GNUC_PRINTF(3, 0)
+archive_fail_va(BackupVmaArchive *a, int error, const char *fmt, va_list ap)
+{
+    WITH_QEMU_LOCK_GUARD(&a->lock) {
+        if (!a->errmsg) {
+            a->errmsg = g_strdup_vprintf(fmt, ap);
+            vma_writer_set_error(a->writer, "%s", a->errmsg);
+        }
+    }
+    backup_vma_output_fail(a->output, error);
+    if (!qatomic_xchg(&a->failed, true)) {
+        aio_bh_schedule_oneshot(qemu_get_aio_context(), archive_fail_bh, a);
+    }
+}
+
+void backup_vma_archive_fail(BackupVmaArchive *a, int error,
+                             const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    archive_fail_va(a, error, fmt, ap);
+    va_end(ap);
+}
+
+/* What went wrong with the output, in words */
+static void archive_fail_output(BackupVmaArchive *a, int error)
+{
+    switch (error) {
+    case -ETIMEDOUT:
+        backup_vma_archive_fail(a, error, "the archive's reader took no data "
+                                "for the stall timeout");
+        break;
+    case -EPIPE:
+        backup_vma_archive_fail(a, error, "the archive's reader went away");
+        break;
+    case -ECANCELED:
+        backup_vma_archive_fail(a, error, "backup cancelled");
+        break;
+    default:
+        backup_vma_archive_fail(a, error, "writing the archive failed: %s",
+                                strerror(-error));
+    }
+}
+
+const char *backup_vma_archive_get_error(BackupVmaArchive *a)
+{
+    return a->errmsg;
+}
+
+bool backup_vma_archive_failed(BackupVmaArchive *a)
+{
+    return qatomic_read(&a->failed);
+}
+
+/* Writing */
+
+/* Pack @bytes of @buf as extents and queue them; under no lock */
+static int coroutine_fn archive_write_data(BackupVmaArchive *a,
+                                           uint8_t dev_id, uint64_t cluster,
+                                           const uint8_t *buf, int64_t bytes)
+{
+    const int64_t max = (int64_t)VMA_WRITER_EXTENT_CLUSTERS *
+                        VMA_CLUSTER_SIZE;
+
+    for (int64_t pos = 0; pos < bytes; pos += max) {
+        size_t len = MIN(max, bytes - pos);
+        unsigned clusters = DIV_ROUND_UP(len, VMA_CLUSTER_SIZE);
+        uint8_t *extent = g_malloc(VMA_EXTENT_PACK_SIZE(clusters));
+        g_autoptr(GError) err = NULL;
+        VmaPackedExtent p;
+        int ret = 0;
+
+        vma_extent_pack(a->uuid, dev_id, cluster + pos / VMA_CLUSTER_SIZE,
+                        buf + pos, len, extent, &p);
+        extent = g_realloc(extent, p.len);
+        WITH_QEMU_LOCK_GUARD(&a->lock) {
+            if (!vma_writer_commit_extent(a->writer, &p, &err)) {
+                ret = -EIO;
+            } else {
+                ret = backup_vma_output_append_owned(a->output, extent,
+                                                     p.len);
+                extent = NULL;
+            }
+        }
+        g_free(extent);
+        if (ret < 0) {
+            if (err) {
+                backup_vma_archive_fail(a, -EIO, "%s", err->message);
+            } else {
+                archive_fail_output(a, ret);
+            }
+            return -EIO;
+        }
+        qatomic_add(&a->transferred, p.bytes);
+        qatomic_add(&a->zero_bytes, p.zero_bytes);
+    }
+    return 0;
+}
+
+static int archive_write_zeroes(BackupVmaArchive *a, uint8_t dev_id,
+                                uint64_t cluster, int64_t bytes)
+{
+    g_autoptr(GError) err = NULL;
+    bool ok;
+
+    WITH_QEMU_LOCK_GUARD(&a->lock) {
+        ok = vma_writer_write_zero_clusters(a->writer, dev_id, cluster,
+                                            DIV_ROUND_UP(bytes,
+                                                         VMA_CLUSTER_SIZE),
+                                            &err);
+    }
+    if (!ok) {
+        int error = backup_vma_output_get_error(a->output);
+
+        if (error) {
+            archive_fail_output(a, error);
+        } else {
+            backup_vma_archive_fail(a, -EIO, "%s", err->message);
+        }
+        return -EIO;
+    }
+    qatomic_add(&a->transferred, bytes);
+    qatomic_add(&a->zero_bytes, bytes);
+    return 0;
+}
+
+int coroutine_fn backup_vma_archive_write(BackupVmaArchive *a,
+                                          uint8_t dev_id, int64_t offset,
+                                          const void *buf, int64_t bytes)
+{
+    int ret;
+
+    if (offset % VMA_CLUSTER_SIZE) {
+        return -EINVAL;
+    }
+    if (qatomic_read(&a->failed)) {
+        return -EIO;
+    }
+    ret = backup_vma_output_wait_room(a->output);
+    if (ret < 0) {
+        archive_fail_output(a, ret);
+        return -EIO;
+    }
+    if (!buf) {
+        return archive_write_zeroes(a, dev_id, offset / VMA_CLUSTER_SIZE,
+                                    bytes);
+    }
+    return archive_write_data(a, dev_id, offset / VMA_CLUSTER_SIZE, buf,
+                              bytes);
+}
+
+bool coroutine_fn backup_vma_archive_finish(BackupVmaArchive *a,
+                                            Error **errp)
+{
+    g_autoptr(GError) err = NULL;
+    bool ok;
+    int ret;
+
+    WITH_QEMU_LOCK_GUARD(&a->lock) {
+        ok = vma_writer_finish(a->writer, &err);
+    }
+    if (!ok) {
+        ret = backup_vma_output_get_error(a->output);
+        if (ret) {
+            archive_fail_output(a, ret);
+        } else {
+            backup_vma_archive_fail(a, -EIO, "%s", err->message);
+        }
+        error_setg(errp, "%s", a->errmsg);
+        return false;
+    }
+    ret = backup_vma_output_finish(a->output);
+    if (ret < 0) {
+        archive_fail_output(a, ret);
+        error_setg(errp, "%s", a->errmsg);
+        return false;
+    }
+    return true;
+}
+
+void backup_vma_archive_get_progress(BackupVmaArchive *a,
+                                     BackupVmaArchiveProgress *p)
+{
+    p->transferred = qatomic_read(&a->transferred);
+    p->zero_bytes = qatomic_read(&a->zero_bytes);
+    p->written = backup_vma_output_get_written(a->output);
+}
+
+void backup_vma_archive_drain_begin(BackupVmaArchive *a)
+{
+    backup_vma_output_drain_begin(a->output);
+}
+
+void backup_vma_archive_drain_end(BackupVmaArchive *a)
+{
+    backup_vma_output_drain_end(a->output);
+}
