@@ -440,6 +440,65 @@ class TestVmaDriverOnRbd(ArchiveTestCase):
             self.assertTrue(same_bytes(out, src))
 
 
+class TestInstantRestoreIntoRbd(ArchiveTestCase):
+    """Instant restore into an RBD image (README "Instant restore", raw
+    target): the disk runs on a local qcow2 overlay over the archive's disk
+    (vma driver) while blockdev-mirror (write-blocking) copies it into the
+    RBD image; on job-complete the disk switches to the RBD image"""
+
+    def test_disk_runs_on_archive_while_copied_into_rbd(self):
+        if not have_vma_driver():
+            self.skipTest('the vma block driver is not in this build')
+        size = self.SIZE_A
+        with open(self.src_a, 'rb') as f:
+            expected = bytearray(f.read())
+        old = self.path('old.raw')
+        with open(old, 'wb') as f:
+            f.write(b'\xee' * size)
+        target = self.new_image('target', data=old)
+        overlay = self.path('overlay.qcow2')
+        run(QEMU_IMG, 'create', '-f', 'qcow2', overlay, str(size))
+        self.launch([])
+        vm = self.vm
+        vm.cmd('blockdev-add', driver='file', node_name='archive',
+               filename=self.archive, read_only=True)
+        vm.cmd('blockdev-add', driver='vma', node_name='archive-a',
+               file='archive', device='a', read_only=True)
+        vm.cmd('blockdev-add', driver='qcow2', node_name='drive-a',
+               file={'driver': 'file', 'filename': overlay},
+               backing='archive-a')
+        vm.cmd('blockdev-add', rbd_blockdev('target-a', target))
+        vm.cmd('device_add', driver='virtio-blk-pci', id='dev0',
+               drive='drive-a')
+        vm.cmd('blockdev-mirror', job_id='restore-a', device='drive-a',
+               target='target-a', sync='full', copy_mode='write-blocking',
+               speed=2 * MiB, buf_size=MiB)
+        # the guest writes at both ends while the copy is near the start
+        for off, length, pat in ((4096 + 512, 1024, 0x22),
+                                 (size - 3 * MiB + 1536, 512, 0x33),
+                                 (size - 4096, 4096, 0x44)):
+            self.guest_write('dev0', off, length, pat)
+            expected[off:off + length] = bytes([pat]) * length
+        job = vm.cmd('query-block-jobs')[0]
+        self.assertLess(job['offset'], job['len'] // 2, 'copy too fast')
+        vm.cmd('block-job-set-speed', device='restore-a', speed=0)
+        vm.event_wait('BLOCK_JOB_READY', timeout=60)
+        vm.cmd('job-complete', id='restore-a')
+        ev = vm.event_wait('BLOCK_JOB_COMPLETED', timeout=60)
+        self.assertNotIn('error', ev['data'])
+        self.assertEqual(vm.cmd('query-block')[0]['inserted']['node-name'],
+                         'target-a')
+        for node in ('drive-a', 'archive-a', 'archive'):
+            vm.cmd('blockdev-del', node_name=node)
+        self.guest_write('dev0', MiB, 65536, 0x55)      # on RBD alone now
+        expected[MiB:MiB + 65536] = bytes([0x55]) * 65536
+        vm.shutdown()
+        self.vm = None
+        with open(self.export(target, 'final.raw'), 'rb') as f:
+            self.assertTrue(f.read() == expected, 'the RBD image differs '
+                            'from the archive plus the guest writes')
+
+
 class TestNotYetPossible(unittest.TestCase):
     """Cases of the issue that wait for other parts of the series"""
 
@@ -447,9 +506,6 @@ class TestNotYetPossible(unittest.TestCase):
         self.skipTest('incremental backups (dirty bitmaps) are not in the '
                       'series yet')
 
-    def test_instant_restore_into_rbd(self):
-        self.skipTest('instant restore (vma block driver as backing node) '
-                      'is not in the series yet')
 
 
 
