@@ -345,6 +345,36 @@ class TestReadsPerObject(RbdTestCase):
                              f'{self.read_ops} reads')
 
 
+class TestGuestWriteReads(RbdTestCase):
+    """What a guest write during the backup asks of the OSD: one 64 KiB
+    read (the cluster's old data) where the backup has not been yet, none
+    where it has saved the cluster"""
+
+    def test_one_64k_read_per_unsaved_cluster(self):
+        size = 32 * MiB
+        src = self.path('src.raw')
+        with open(src, 'wb') as f:
+            f.write(random.Random(8).randbytes(size))
+        self.launch([rbd_blockdev('drive-rbd0', self.new_image('disk',
+                                                                data=src))])
+        # so slow that the end of the disk stays unsaved
+        self.vm.cmd('backup', backup_file=self.path('b.vma'), speed=65536)
+        for off in (size - 8 * MiB + 8192, size - 4 * MiB + 8192,
+                    size - 8 * MiB + 12288):
+            before = osd_reads()
+            self.guest_write('dev0', off, 4096, 0x61)
+            after = osd_reads()
+            reads = (after[0] - before[0], after[1] - before[1])
+            saved = off == size - 8 * MiB + 12288   # same cluster as the 1st
+            self.assertEqual(reads[0], 0 if saved else 1, reads)
+            if not saved:
+                # 64 KiB of data, plus the reply's few bytes of framing
+                self.assertGreaterEqual(reads[1], 65536)
+                self.assertLess(reads[1], 65536 + 1024)
+        self.assertEqual(self.vm.cmd('query-backup')['status'], 'active')
+        self.vm.cmd('backup-cancel')
+
+
 class ArchiveTestCase(RbdTestCase):
     """An archive of two disks made by `vma create` from raw files"""
     SIZE_A = 12 * MiB + 4096        # not a multiple of the 64 KiB cluster
