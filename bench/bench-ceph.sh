@@ -18,7 +18,7 @@
 # Usage: bench/bench-ceph.sh [QEMU build dir]
 #        (default /var/tmp/vma-qemu/qemu/build; needs qemu-system-x86_64,
 #        vma and QEMU's python/ next to the build dir)
-# Env:   REPEAT (default 3), SIZE_MIB (default 2048, all random data),
+# Env:   REPEAT (default 5), SIZE_MIB (default 2048, all random data),
 #        BENCH_DIR (default a new dir under /var/tmp: files on disk, the
 #        OSD's objects in its memory)
 # Prints a markdown table: median wall times, throughput, ratios.
@@ -27,7 +27,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 BUILD=$(realpath "${1:-/var/tmp/vma-qemu/qemu/build}")
 VMA=$BUILD/vma
-REPEAT=${REPEAT:-3}
+REPEAT=${REPEAT:-5}
 SIZE_MIB=${SIZE_MIB:-2048}
 DIR=${BENCH_DIR:-$(mktemp -d /var/tmp/vma-ceph-bench.XXXXXX)}
 CLUSTER=$DIR/cluster
@@ -65,18 +65,21 @@ make_image "$DIR/src.raw" "$SIZE_MIB" 128
 "${RBD[@]}" import "$DIR/src.raw" rbd/src
 
 bk_t=() ex_t=() rs_t=() im_t=()
-for ((i = 0; i < REPEAT; i++)); do
+# Round 0 warms up (the first round is 2-5x slower on both sides: the
+# OSD's and the page cache's memory is new) and is not counted
+for ((i = 0; i <= REPEAT; i++)); do
     # Alternate the order between rounds
     for which in $( ((i % 2)) && echo "export backup" || echo "backup export"); do
+        # each timed command starts with no dirty page cache to write back
         if [ "$which" = backup ]; then
-            rm -f "$DIR/a.vma"
+            rm -f "$DIR/a.vma"; sync
             json=$(python3 bench/ceph-backup.py "$BUILD" "$CONF" rbd/src "$DIR/a.vma")
             read -r s ops bytes < <(python3 -c '
 import json, sys; j = json.loads(sys.argv[1])
 print(j["seconds"], j["read_ops"], j["read_bytes"])' "$json")
             bk_t+=("$s"); bk_io=$(per_object "$ops" "$bytes")
         else
-            rm -f "$DIR/export.raw"
+            rm -f "$DIR/export.raw"; sync
             osd_counters c0
             time_cmd ex "${RBD[@]}" export rbd/src "$DIR/export.raw"
             osd_counters c1
@@ -85,7 +88,7 @@ print(j["seconds"], j["read_ops"], j["read_bytes"])' "$json")
     done
     for which in $( ((i % 2)) && echo "import restore" || echo "restore import"); do
         "${RBD[@]}" rm rbd/dst >/dev/null 2>&1 || true
-        rm -rf "$DIR/x"
+        rm -rf "$DIR/x"; sync
         osd_counters c0
         if [ "$which" = restore ]; then
             echo "0:drive-rbd0=rbd:rbd/dst:conf=$CONF" >"$DIR/map"
@@ -117,6 +120,8 @@ print(j["seconds"], j["read_ops"], j["read_bytes"])' "$json")
     fi
 done
 
+bk_t=("${bk_t[@]:1}") ex_t=("${ex_t[@]:1}") rs_t=("${rs_t[@]:1}") im_t=("${im_t[@]:1}")
+
 row() {   # row <operation> <ours> <theirs> <our I/O> <their I/O> <their name>
     local a b
     a=$(median "${!2}"); b=$(median "${!3}")
@@ -133,4 +138,4 @@ echo "|---|---|---|---|---|---|"
 row "backup (QMP \`backup\` to a file)" 'bk_t[@]' 'ex_t[@]' "$bk_io reads" "$ex_io reads" "rbd export"
 row "restore (\`vma extract -r\` into RBD)" 'rs_t[@]' 'im_t[@]' "$rs_io writes" "$im_io writes" "rbd import"
 echo
-echo "all times: ${bk_t[*]} | ${ex_t[*]} | ${rs_t[*]} | ${im_t[*]}"
+echo "all times (after the warm-up round): ${bk_t[*]} | ${ex_t[*]} | ${rs_t[*]} | ${im_t[*]}"
