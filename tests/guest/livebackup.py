@@ -97,6 +97,18 @@ def bytes_done(guest, start):
     return total
 
 
+def changed_bytes(a, b, chunk=64 * 1024):
+    """Bytes in the 64 KiB chunks where files a and b differ"""
+    n = 0
+    with open(a, 'rb') as fa, open(b, 'rb') as fb:
+        while True:
+            x, y = fa.read(chunk), fb.read(chunk)
+            if not x and not y:
+                return n
+            if x != y:
+                n += max(len(x), len(y))
+
+
 def to_raw(env, path, fmt, out):
     if fmt == 'raw':
         return path
@@ -199,10 +211,23 @@ def run_case(env, case, work, res, say=print, echo=None, first_done=30):
         if zstd:
             zstd.wait()
     res['archive_bytes'] = os.path.getsize(archive)
+    # The live disks moved on after the backup point (else the oracle
+    # below would prove little)
+    res['changed_mib'] = sum(
+        changed_bytes(to_raw(env, path, fmt, os.path.join(work, 'live.raw')),
+                      to_raw(env, *expected[dev],
+                             os.path.join(work, 'point.raw')))
+        for dev, path, fmt, _ in disks) / MiB
+    for f in ('live.raw', 'point.raw'):
+        if os.path.exists(os.path.join(work, f)):
+            os.unlink(os.path.join(work, f))
     say(f'backup done in {res["backup_s"]:.1f}s, '
         f'{res["overlap_mib"]:.1f} MiB ({res["overlap_files"]} files) '
         f'written by the guest meanwhile; archive {archive} '
-        f'{res["archive_bytes"] / MiB:.1f} MiB')
+        f'{res["archive_bytes"] / MiB:.1f} MiB; the live disks now differ '
+        f'from the backup point in {res["changed_mib"]:.1f} MiB')
+    if res['changed_mib'] == 0:
+        raise CaseFailed('the live disks did not change after the backup point')
     if res['overlap_mib'] < case.overlap_mib:
         raise CaseFailed(f'only {res["overlap_mib"]:.1f} MiB of guest writes '
                          f'overlapped the backup (want {case.overlap_mib})')
