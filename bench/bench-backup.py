@@ -35,7 +35,7 @@ refused, and a watchdog kills this script's own QEMU/qemu-img processes if
 available memory still falls below it.
 
 Usage: bench/bench-backup.py [--parts idle,sparse,...] [--repeat N]
-Env:   QEMU_BUILD (default /var/tmp/vma-dev/qemu/build; its ../python is
+Env:   QEMU_BUILD (default /var/tmp/vma-qemu/qemu/build; its ../python is
        QEMU's python library unless QEMU_PYTHON is set), VMA_BIN (default
        build/vma next to bench/), BENCH_DIR (default a new directory under
        /dev/shm, removed at the end), REPEAT (default 5), SIZE_GIB (4),
@@ -62,7 +62,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 QEMU_BUILD = os.path.abspath(os.environ.get('QEMU_BUILD',
-                                            '/var/tmp/vma-dev/qemu/build'))
+                                            '/var/tmp/vma-qemu/qemu/build'))
 QEMU_PYTHON = os.environ.get('QEMU_PYTHON',
                              os.path.join(QEMU_BUILD, '..', 'python'))
 VMA_BIN = os.path.abspath(os.environ.get(

@@ -44,6 +44,7 @@
 #include "qemu/timer.h"
 #include "qemu/units.h"
 #include "block/aio.h"
+#include "block/thread-pool.h"
 #include "monitor/monitor.h"
 #include "block/backup-vma.h"
 
@@ -58,6 +59,7 @@ typedef enum OutputKind {
 
 typedef struct OutputChunk {
     QSIMPLEQ_ENTRY(OutputChunk) next;
+    uint64_t offset;    /* OUTPUT_FILE: where it goes */
     uint8_t *data;
     size_t len;         /* bytes to write */
     size_t capacity;    /* room for gathering, 0 for an adopted buffer */
@@ -82,7 +84,8 @@ struct BackupVmaOutput {
     bool thread_done;
     bool complete;              /* everything written (and synced) */
     int error;                  /* sticky negative errno */
-    uint64_t written;           /* bytes the consumer took */
+    uint64_t written;           /* atomic: bytes the consumer took */
+    uint64_t next_offset;       /* OUTPUT_FILE: first byte not reserved */
     GSList *waiters;            /* Coroutines waiting for room */
     Coroutine *finish_co;       /* waiting in backup_vma_output_finish() */
 };
@@ -285,12 +288,16 @@ static int output_wait_writable(BackupVmaOutput *out, int64_t progress_ns)
 }
 
 static ssize_t output_write_some(BackupVmaOutput *out, const uint8_t *buf,
-                                 size_t len)
+                                 size_t len, uint64_t offset)
 {
-    if (out->kind == OUTPUT_SOCKET) {
+    switch (out->kind) {
+    case OUTPUT_SOCKET:
         return send(out->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    case OUTPUT_FILE:
+        return pwrite(out->fd, buf, len, offset);
+    default:
+        return write(out->fd, buf, len);
     }
-    return write(out->fd, buf, len);
 }
 
 /* Write all of @c; the thread alone does this, without @lock */
@@ -306,7 +313,8 @@ static int output_write_chunk(BackupVmaOutput *out, OutputChunk *c)
         if (qatomic_read(&out->error)) {
             return qatomic_read(&out->error);
         }
-        n = output_write_some(out, c->data + done, c->len - done);
+        n = output_write_some(out, c->data + done, c->len - done,
+                              c->offset + done);
         if (n > 0) {
             done += n;
             progress_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
@@ -428,6 +436,8 @@ static int output_append_locked(BackupVmaOutput *out, OutputChunk *c)
     if (out->closing || out->thread_done) {
         return -EINVAL;
     }
+    c->offset = out->next_offset;
+    out->next_offset += c->len;
     QSIMPLEQ_INSERT_TAIL(&out->queue, c, next);
     out->queued += c->len;
     qemu_cond_signal(&out->cond);
@@ -441,11 +451,13 @@ int backup_vma_output_append(BackupVmaOutput *out, const void *buf,
 
     QEMU_LOCK_GUARD(&out->lock);
     tail = QSIMPLEQ_LAST(&out->queue, OutputChunk, next);
-    if (!out->error && tail && tail->len + len <= tail->capacity) {
+    if (!out->error && tail && tail->len + len <= tail->capacity &&
+        tail->offset + tail->len == out->next_offset) {
         /* The thread never takes a chunk off the queue while we add to it */
         memcpy(tail->data + tail->len, buf, len);
         tail->len += len;
         out->queued += len;
+        out->next_offset += len;
         return 0;
     }
     c = g_new0(OutputChunk, 1);
@@ -476,6 +488,79 @@ int backup_vma_output_append_owned(BackupVmaOutput *out, void *buf,
     if (ret < 0) {
         g_free(buf);
         g_free(c);
+    }
+    return ret;
+}
+
+bool backup_vma_output_can_write_direct(BackupVmaOutput *out)
+{
+    QEMU_LOCK_GUARD(&out->lock);
+    return out->kind == OUTPUT_FILE && out->armed && !out->error &&
+           !out->closing;
+}
+
+int64_t backup_vma_output_reserve(BackupVmaOutput *out, size_t len)
+{
+    int64_t offset;
+
+    QEMU_LOCK_GUARD(&out->lock);
+    if (out->error) {
+        return out->error;
+    }
+    assert(out->kind == OUTPUT_FILE && !out->closing);
+    offset = out->next_offset;
+    out->next_offset += len;
+    return offset;
+}
+
+typedef struct OutputPwritev {
+    BackupVmaOutput *out;
+    struct iovec *iov;
+    int niov;
+    uint64_t offset;
+} OutputPwritev;
+
+/* Runs in a worker thread of the thread pool */
+static int output_pwritev_worker(void *opaque)
+{
+    OutputPwritev *w = opaque;
+
+    while (w->niov > 0) {
+        ssize_t n = pwritev(w->out->fd, w->iov, MIN(w->niov, IOV_MAX),
+                            w->offset);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return n < 0 ? -errno : -ENOSPC;
+        }
+        qatomic_add(&w->out->written, n);
+        w->offset += n;
+        while (n > 0 && n >= w->iov->iov_len) {
+            n -= w->iov->iov_len;
+            w->iov++;
+            w->niov--;
+        }
+        if (n > 0) {
+            w->iov->iov_base = (uint8_t *)w->iov->iov_base + n;
+            w->iov->iov_len -= n;
+        }
+    }
+    return 0;
+}
+
+int coroutine_fn backup_vma_output_pwritev(BackupVmaOutput *out,
+                                           uint64_t offset,
+                                           struct iovec *iov, int niov)
+{
+    OutputPwritev w = {
+        .out = out, .iov = iov, .niov = niov, .offset = offset,
+    };
+    int ret = thread_pool_submit_co(output_pwritev_worker, &w);
+
+    if (ret < 0) {
+        backup_vma_output_fail(out, ret);
     }
     return ret;
 }

@@ -516,54 +516,69 @@ bool vma_writer_write_zero_clusters(VmaWriter *w, uint8_t dev_id,
     return true;
 }
 
-void vma_extent_pack(const uint8_t uuid[VMA_UUID_SIZE], uint8_t dev_id,
-                     uint64_t first_cluster, const void *buf, size_t len,
-                     uint8_t *out, VmaPackedExtent *packed)
+unsigned vma_extent_pack_header(const uint8_t uuid[VMA_UUID_SIZE],
+                                uint8_t dev_id, uint64_t first_cluster,
+                                const void *buf, size_t len,
+                                uint8_t header[VMA_EXTENT_HEADER_SIZE],
+                                size_t *blocks, VmaPackedExtent *packed)
 {
-    uint8_t *data = out + VMA_EXTENT_HEADER_SIZE;
-    unsigned blocks = 0;
     uint8_t md5[VMA_MD5_SIZE];
+    unsigned stored = 0;
     size_t pos;
     unsigned n;
 
     g_assert(len > 0 &&
              len <= (size_t)VMA_WRITER_EXTENT_CLUSTERS * VMA_CLUSTER_SIZE);
-    memset(out, 0, VMA_EXTENT_HEADER_SIZE);
-    *packed = (VmaPackedExtent) {
-        .dev_id = dev_id,
-        .first_cluster = first_cluster,
-        .bytes = len,
-    };
+    memset(header, 0, VMA_EXTENT_HEADER_SIZE);
     for (pos = 0, n = 0; pos < len; pos += VMA_CLUSTER_SIZE, n++) {
         size_t clen = MIN(VMA_CLUSTER_SIZE, len - pos);
         uint16_t mask = 0;
 
         for (unsigned i = 0; buf && i * VMA_BLOCK_SIZE < clen; i++) {
-            size_t blen = MIN(VMA_BLOCK_SIZE, clen - i * VMA_BLOCK_SIZE);
-            const uint8_t *block = (const uint8_t *)buf + pos +
-                                   i * VMA_BLOCK_SIZE;
+            size_t off = pos + i * VMA_BLOCK_SIZE;
 
-            if (vma_buffer_is_zero(block, blen)) {
-                continue;
+            if (!vma_buffer_is_zero((const uint8_t *)buf + off,
+                                    MIN(VMA_BLOCK_SIZE, clen -
+                                        i * VMA_BLOCK_SIZE))) {
+                mask |= 1u << i;
+                blocks[stored++] = off;
             }
-            memcpy(data, block, blen);
-            memset(data + blen, 0, VMA_BLOCK_SIZE - blen);
-            data += VMA_BLOCK_SIZE;
-            mask |= 1u << i;
-            blocks++;
         }
-        vma_put_be64(out + VMA_EXT_BLOCKINFO + 8 * n,
+        vma_put_be64(header + VMA_EXT_BLOCKINFO + 8 * n,
                      VMA_BI_MAKE(mask, dev_id, first_cluster + n));
     }
-    packed->clusters = n;
-    packed->zero_bytes = len - MIN(len, (uint64_t)blocks * VMA_BLOCK_SIZE);
-    packed->len = VMA_EXTENT_HEADER_SIZE + (size_t)blocks * VMA_BLOCK_SIZE;
+    *packed = (VmaPackedExtent) {
+        .dev_id = dev_id,
+        .first_cluster = first_cluster,
+        .clusters = n,
+        .bytes = len,
+        .zero_bytes = len - MIN(len, (uint64_t)stored * VMA_BLOCK_SIZE),
+        .len = VMA_EXTENT_HEADER_SIZE + (size_t)stored * VMA_BLOCK_SIZE,
+    };
+    memcpy(header + VMA_EXT_MAGIC, VMA_EXTENT_MAGIC, 4);
+    vma_put_be16(header + VMA_EXT_BLOCK_COUNT, stored);
+    memcpy(header + VMA_EXT_UUID, uuid, VMA_UUID_SIZE);
+    vma_md5_with_hole(header, VMA_EXTENT_HEADER_SIZE, VMA_EXT_MD5, md5);
+    memcpy(header + VMA_EXT_MD5, md5, VMA_MD5_SIZE);
+    return stored;
+}
 
-    memcpy(out + VMA_EXT_MAGIC, VMA_EXTENT_MAGIC, 4);
-    vma_put_be16(out + VMA_EXT_BLOCK_COUNT, blocks);
-    memcpy(out + VMA_EXT_UUID, uuid, VMA_UUID_SIZE);
-    vma_md5_with_hole(out, VMA_EXTENT_HEADER_SIZE, VMA_EXT_MD5, md5);
-    memcpy(out + VMA_EXT_MD5, md5, VMA_MD5_SIZE);
+void vma_extent_pack(const uint8_t uuid[VMA_UUID_SIZE], uint8_t dev_id,
+                     uint64_t first_cluster, const void *buf, size_t len,
+                     uint8_t *out, VmaPackedExtent *packed)
+{
+    size_t blocks[VMA_WRITER_EXTENT_CLUSTERS * VMA_BLOCKS_PER_CLUSTER];
+    unsigned stored = vma_extent_pack_header(uuid, dev_id, first_cluster, buf,
+                                             len, out, blocks, packed);
+    uint8_t *data = out + VMA_EXTENT_HEADER_SIZE;
+
+    for (unsigned i = 0; i < stored; i++) {
+        size_t blen = MIN(VMA_BLOCK_SIZE, len - blocks[i]);
+
+        memcpy(data, (const uint8_t *)buf + blocks[i], blen);
+        memset(data + blen, 0, VMA_BLOCK_SIZE - blen);
+        data += VMA_BLOCK_SIZE;
+    }
 }
 
 bool vma_writer_commit_extent(VmaWriter *w, const VmaPackedExtent *packed,

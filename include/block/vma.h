@@ -212,6 +212,19 @@ void vma_extent_pack(const uint8_t uuid[VMA_UUID_SIZE], uint8_t dev_id,
                      uint8_t *out, VmaPackedExtent *packed);
 
 /*
+ * The same without copying the data: fill the extent header at @header and
+ * store in @blocks (room for one entry per 4 KiB block of @len) the offsets
+ * in @buf of the blocks that follow it in the extent, in order.  Returns
+ * how many.  A block that ends past @len (the disk's last, partial block)
+ * goes into the extent padded with zeroes to 4 KiB.
+ */
+unsigned vma_extent_pack_header(const uint8_t uuid[VMA_UUID_SIZE],
+                                uint8_t dev_id, uint64_t first_cluster,
+                                const void *buf, size_t len,
+                                uint8_t header[VMA_EXTENT_HEADER_SIZE],
+                                size_t *blocks, VmaPackedExtent *packed);
+
+/*
  * Account for an extent packed by vma_extent_pack(): check that its
  * clusters may be written (each disk cluster exactly once, within the
  * disk) and record them, writing the header first if this is the first
