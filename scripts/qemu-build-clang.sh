@@ -1,0 +1,62 @@
+#!/bin/bash
+# Build the patched QEMU tree a second time, with clang and -Werror: clang
+# runs QEMU's thread-safety analysis (-Wthread-safety: the GRAPH_RDLOCK,
+# coroutine and lock annotations), which gcc does not.
+#
+#   scripts/qemu-build-clang.sh
+#
+# Run scripts/qemu-build.sh first: this builds the same tree (patches and
+# overlay applied there) in its own build directory, $TREE/build-clang, in
+# a smaller configuration (no TCG, no default devices: the block layer,
+# the monitor, the tools and our code are all in it), with ccache.
+# Progress goes to stderr; the last line on stdout is the build dir.
+set -euo pipefail
+
+WORKDIR=${QEMU_WORKDIR:-/var/tmp/vma-qemu}
+TREE=$WORKDIR/qemu
+BUILD=$TREE/build-clang
+LOG=$WORKDIR/logs/build-clang.log
+CC_NAME=clang-16        # the first clang in Debian 12 whose TSA QEMU enables
+
+say() { echo "qemu-build-clang: $*" >&2; }
+
+[ -x "$TREE/configure" ] || { say "no QEMU tree in $TREE: run scripts/qemu-build.sh first"; exit 1; }
+# Installed here, not by install-qemu-deps.sh: that list is part of the
+# main build's configure hash, and clang does not concern it
+if ! command -v "$CC_NAME" >/dev/null; then
+    say "installing $CC_NAME"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        "$CC_NAME" >&2 || { apt-get update -q >&2 &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+            --no-install-recommends "$CC_NAME" >&2; }
+fi
+mkdir -p "$(dirname "$LOG")"
+grep -qxF /build-clang/ "$TREE/.git/info/exclude" 2>/dev/null ||
+    echo /build-clang/ >>"$TREE/.git/info/exclude"
+
+ARGS=(--python=/usr/bin/python3 "--cc=ccache $CC_NAME" --enable-werror
+      --target-list=x86_64-softmmu --without-default-devices
+      --disable-tcg --enable-kvm --enable-tools --enable-fuse --enable-rbd
+      --enable-linux-aio --disable-docs --disable-download
+      --disable-install-blobs)
+stamp=$BUILD/.vma-configure-stamp
+hash=$(printf '%s\n' "${ARGS[@]}" | sha256sum | cut -d' ' -f1)
+if [ ! -f "$BUILD/build.ninja" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$hash" ]; then
+    mkdir -p "$BUILD"
+    say "configure ${ARGS[*]}"
+    if ! (cd "$BUILD" && ../configure "${ARGS[@]}") >"$LOG" 2>&1; then
+        tail -n 30 "$LOG" >&2
+        say "configure failed"
+        exit 1
+    fi
+    echo "$hash" >"$stamp"
+fi
+grep -q -- '-Wthread-safety' "$BUILD/build.ninja" ||
+    { say "configure did not enable -Wthread-safety"; exit 1; }
+say "ninja -C $BUILD (log: $LOG)"
+if ! ninja -C "$BUILD" >>"$LOG" 2>&1; then
+    grep -E 'error:|warning:' "$LOG" | sort -u | head -40 >&2
+    say "build failed"
+    exit 1
+fi
+echo "$BUILD"
