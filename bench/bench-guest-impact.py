@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Guest impact of a live backup, measured inside a real Linux guest.
 
-  bench/bench-guest-impact.py <qemu build dir> [seconds per phase]
+  bench/bench-guest-impact.py <qemu build dir> [seconds per phase [rounds]]
 
 One VM (guest kit, TCG or KVM as the probe decides; 1 vCPU, 256 MiB) with
 one disk: ext4 on a qcow2 image, virtio-blk in an iothread.  The image is
@@ -12,18 +12,19 @@ guest runs fswork without trim: files of 16 B .. 2 MiB, each fsync'ed,
 reporting size and fsync latency per file ("DONE n bytes usec").
 
 After a 10 s warm-up, phases one after another in the same VM, each
-`seconds` long (default 20):
+`seconds` long (default 15), the sequence repeated `rounds` times (default
+3; the machine is shared, interleaving spreads its noise over all phases):
   none            no backup
   file            backups to a file, unthrottled, one after another
-  pipe            a backup into a pipe read at 20 MiB/s
+  pipe            a backup into a pipe read at 20 MiB/s (cancelled at the
+                  end of the phase)
   pipe+fleecing   the same with a fleecing image (qcow2, discard=unmap)
-  none-again      no backup (drift check)
-For each: files written, guest MiB/s (acknowledged bytes / phase time),
-fsync latency p50 and p99, and ratios against `none`.
+Per phase and round: files written, guest MiB/s (acknowledged bytes / phase
+time), fsync latency p50 and p99; then per phase over all rounds (bytes /
+time, percentiles of all fsyncs) and ratios against `none`.
 """
 
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -123,13 +124,13 @@ def phase_pipe(vm, work, seconds, fleecing=False):
 
 
 PHASES = [('none', phase_none), ('file', phase_file), ('pipe', phase_pipe),
-          ('pipe+fleecing', lambda vm, w, s: phase_pipe(vm, w, s, True)),
-          ('none-again', phase_none)]
+          ('pipe+fleecing', lambda vm, w, s: phase_pipe(vm, w, s, True))]
 
 
 def main():
     build = os.path.abspath(sys.argv[1])
-    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 20
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 15
+    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
     qemu = os.path.join(build, 'qemu-system-x86_64')
     qemu_img = os.path.join(build, 'qemu-img')
     work = tempfile.mkdtemp(prefix='vma-bench-guest.', dir='/var/tmp')
@@ -159,12 +160,13 @@ def main():
                [(DEV, img, 'qcow2', 'virtio')], {'work': 'bench', 'seed': 1})
     vm.qemu_img = qemu_img
     vm.launch()
-    results = []
+    pooled = {name: ([], [], 0.0) for name, _ in PHASES}
     try:
         if not vm.wait_line(r'^DONE 20 ', 120):
             sys.exit('the guest did not start writing:\n' + vm.text())
         time.sleep(10)        # warm-up: the guest's page cache, the journal
-        for name, run in PHASES:
+        for rnd, (name, run) in ((r, p) for r in range(1, rounds + 1)
+                                 for p in PHASES):
             start_line = len(vm.lines)
             t0 = time.monotonic()
             note = run(vm, work, seconds)
@@ -175,22 +177,29 @@ def main():
                     _, _, size, usec = line.split()
                     sizes.append(int(size))
                     lats.append(int(usec) / 1000)
-            results.append((name, len(sizes), sum(sizes) / MiB / (t1 - t0),
-                            statistics.median(lats) if lats else float('nan'),
-                            percentile(lats, 99), t1 - t0, note))
-            print(f'{name}: {results[-1][1]} files, {results[-1][2]:.1f} MiB/s,'
-                  f' fsync p50 {results[-1][3]:.1f} ms p99 '
-                  f'{results[-1][4]:.1f} ms ({note})', flush=True)
+            ps, pl, pt = pooled[name]
+            pooled[name] = (ps + sizes, pl + lats, pt + t1 - t0)
+            print(f'round {rnd} {name}: {len(sizes)} files, '
+                  f'{sum(sizes) / MiB / (t1 - t0):.1f} MiB/s, fsync p50 '
+                  f'{percentile(lats, 50):.1f} ms p99 {percentile(lats, 99):.1f}'
+                  f' ms ({note})', flush=True)
     finally:
         vm.quit()
 
-    base = results[0]
-    print(f'\n| phase | seconds | files | guest MiB/s | fsync p50 ms | '
-          f'fsync p99 ms | MiB/s vs none | p99 vs none |')
-    print('|---|---|---|---|---|---|---|---|')
-    for name, files, mibs, p50, p99, secs, note in results:
+    rows = []
+    for name, _ in PHASES:
+        sizes, lats, secs = pooled[name]
+        rows.append((name, secs, len(sizes), sum(sizes) / MiB / secs,
+                     percentile(lats, 50), percentile(lats, 99)))
+    base = rows[0]
+    print(f'\n{accel}, {rounds} rounds of {seconds:.0f} s per phase\n')
+    print('| phase | seconds | files | guest MiB/s | fsync p50 ms | '
+          'fsync p99 ms | MiB/s vs none | p50 vs none | p99 vs none |')
+    print('|---|---|---|---|---|---|---|---|---|')
+    for name, secs, files, mibs, p50, p99 in rows:
         print(f'| {name} | {secs:.0f} | {files} | {mibs:.1f} | {p50:.1f} | '
-              f'{p99:.1f} | {mibs / base[2]:.2f} | {p99 / base[4]:.1f} |')
+              f'{p99:.1f} | {mibs / base[3]:.2f} | {p50 / base[4]:.1f} | '
+              f'{p99 / base[5]:.1f} |')
     subprocess.run(['rm', '-rf', work])
 
 

@@ -53,8 +53,15 @@ def main():
     work = tempfile.mkdtemp(prefix='vma-guest-test.', dir='/var/tmp')
 
     kit = build_kit()
-    accel, why = choose_accel(os.path.join(build, 'qemu-system-x86_64'),
-                              kit, work)
+    try:
+        accel, why = choose_accel(os.path.join(build, 'qemu-system-x86_64'),
+                                  kit, work)
+    except OSError as e:
+        # QEMU cannot be run at all: every test fails (never skipped)
+        print(f'cannot run QEMU: {e}')
+        n = len(cases) * len(STEPS) + 1
+        print(f'0 passed, {n} failed')
+        return 1
     print(f'guest kit {kit}; accelerator: {accel or "none"} ({why})',
           flush=True)
     if not accel:
