@@ -18,6 +18,10 @@
 #                     cannot start
 #   guest             tests/guest/test_live_backup.py: live backups of a
 #                     real Linux guest (kit: tests/guest/build-kit.sh)
+#   guest-instant     tests/guest/test_instant_restore.py: a kit guest
+#                     backed up, then booted at once on the archive while
+#                     vma-instant-restore copies it; checkers on the
+#                     archive and on the targets alone (about 1 min)
 #                     writing ext4 + a raw disk, restored bit for bit and
 #                     booted to check itself; KVM if it boots there, else
 #                     TCG; all skipped (with the reason) if neither boots.
@@ -243,31 +247,55 @@ run_guest() {
     fi
 }
 
+# --- guest-instant ---------------------------------------------------------
+GUEST_INSTANT_TESTS=3
+run_guest_instant() {
+    local start=$SECONDS log=$LOGDIR/guest-instant.log rc last
+    timeout -k 30 "$GUEST_TIMEOUT" python3 tests/guest/test_instant_restore.py "$BUILD" >"$log" 2>&1
+    rc=$?
+    [ $rc -eq 124 ] && echo "guest-instant: killed after ${GUEST_TIMEOUT}s"
+    grep -E '^guest kit|^--- |^SKIP' "$log" | sed 's/^/guest-instant: /'
+    last=$(tail -n 1 "$log")
+    if [[ $last =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)?$ ]]; then
+        local p=${BASH_REMATCH[1]} f=${BASH_REMATCH[2]} s=${BASH_REMATCH[4]:-0}
+        [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+        [ "$f" -gt 0 ] && grep -E '^FAIL|FAILED' "$log" | head -n 30
+        record guest-instant "$p" "$f" "$s" $((SECONDS - start))
+    else
+        echo "guest-instant: tests/guest/test_instant_restore.py ended without a summary (exit $rc); last lines of $log:"
+        tail -n 20 "$log"
+        record guest-instant 0 1 0 $((SECONDS - start))
+    fi
+}
+
 # ---------------------------------------------------------------------------
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(patches iotests-upstream iotests-vma qtest ceph guest)
+[ ${#groups[@]} -gt 0 ] || groups=(patches iotests-upstream iotests-vma qtest ceph guest guest-instant)
 for g in "${groups[@]}"; do
     case $g in
-        patches|iotests-upstream|iotests-vma|qtest|ceph|guest) ;;
+        patches|iotests-upstream|iotests-vma|qtest|ceph|guest|guest-instant) ;;
         *) echo "run-qemu-tests: unknown group '$g'" >&2; exit 2 ;;
     esac
 done
 want() { [[ " ${groups[*]} " == *" $1 "* ]]; }
 
 want patches && run_patches
-if want iotests-upstream || want iotests-vma || want qtest || want ceph || want guest; then
+if want iotests-upstream || want iotests-vma || want qtest || want ceph || want guest ||
+   want guest-instant; then
     if build_qemu; then
         want iotests-upstream && run_iotests iotests-upstream -- "${UPSTREAM_IOTESTS[@]}"
         want iotests-vma && run_vma_iotests
         want qtest && run_qtests
         want ceph && run_ceph
         want guest && run_guest
+        want guest-instant && run_guest_instant
     else
         want iotests-upstream && record_unbuilt iotests-upstream ${#UPSTREAM_IOTESTS[@]}
         want iotests-vma && record_unbuilt iotests-vma ${#VMA_IOTESTS[@]}
         want qtest && record_unbuilt qtest ${#QTESTS[@]}
         want ceph && record_unbuilt ceph "$(grep -c '^    def test_' tests/ceph/test_rbd.py)"
         want guest && record_unbuilt guest $GUEST_TESTS
+        want guest-instant && record_unbuilt guest-instant $GUEST_INSTANT_TESTS
     fi
 fi
 
