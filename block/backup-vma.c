@@ -137,6 +137,9 @@ static void backup_vma_free(BackupVmaState *s)
             bdrv_op_unblock_all(dev->source, dev->blocker);
             error_free(dev->blocker);
         }
+        if (dev->fleecing.cbw && dev->fleecing_break.notify) {
+            notifier_remove(&dev->fleecing_break);
+        }
         backup_vma_fleecing_stop(&dev->fleecing);
         bdrv_unref(dev->sink);
         bdrv_unref(dev->source);
@@ -237,6 +240,7 @@ static void backup_vma_job_cb(void *opaque, int ret)
     BackupVmaDevice *dev = opaque;
     BackupVmaState *s = dev->backup;
 
+    notifier_remove(&dev->job_pending);
     dev->job = NULL;
     if (s->phase == BACKUP_VMA_SETUP) {
         return;     /* qmp_backup() cleans up */
