@@ -56,11 +56,18 @@ say "building $KIT ($KPKG $KVER, busybox-static $BBVER)"
 mkdir -p "$CACHE/debs"
 BUILD=$(mktemp -d "$CACHE/build.XXXXXX")
 trap 'rm -rf "$BUILD"' EXIT
-# apt-get download writes into the current directory
-(cd "$CACHE/debs" &&
- for p in "$KPKG=$KVER" "busybox-static=$BBVER"; do
-     ls "${p%%=*}"_*.deb >/dev/null 2>&1 || apt-get download -q "$p" >&2
- done)
+# apt-get download writes into the current directory, as user _apt when
+# it may (else it warns and downloads unsandboxed)
+DL=$BUILD/download
+mkdir -p "$DL"
+chmod 755 "$BUILD"
+id _apt >/dev/null 2>&1 && chown _apt "$DL"
+for p in "$KPKG=$KVER" "busybox-static=$BBVER"; do
+    v=${p#*=}
+    ls "$CACHE/debs/${p%%=*}_${v//:/%3a}_"*.deb >/dev/null 2>&1 && continue
+    (cd "$DL" && apt-get download -q "$p" >&2)
+done
+find "$DL" -name '*.deb' -exec mv {} "$CACHE/debs/" \;
 # Only the versions wanted now: drop older downloads
 for deb in "$CACHE"/debs/*.deb; do
     case $(basename "$deb") in
