@@ -238,7 +238,9 @@ def probe(qemu, kit, workdir, accel, timeout):
     try:
         g.launch()
     except QMPError as e:
-        return False, f'{accel}: QEMU did not start: {e}'
+        g.wait_exit(5)
+        g.kill()
+        return False, f'{accel}: QEMU did not start ({e}): {g.stderr_text()}'
     try:
         if g.wait_line(r'^VMATEST PROBE OK', timeout):
             return True, f'{accel}: booted in {time.monotonic() - start:.1f}s'
