@@ -120,7 +120,9 @@ mapfile -d '' OVERLAY < <(
     while IFS= read -r -d '' f; do
         case $f in
             meson.build|meson_options.txt|README.md|QEMU_VERSION|Makefile) continue ;;
-            .*|tests/vma/*|bench/*|scripts/*|patches/*|build/*|build-*/*) continue ;;
+            .*|tests/vma/*|tests/guest/*|tests/ceph/*|bench/*|scripts/*|patches/*|build/*|build-*/*) continue ;;
+            # the design rationale goes into the cover letter, not the tree
+            docs/backup-rfc.txt) continue ;;
         esac
         [ -f "$f" ] && printf '%s\0' "$f"
     done | sort -z)
@@ -260,20 +262,13 @@ commit_summary() {
 }
 blurb=$OUT.tmp/blurb
 {
+    # The design rationale (docs/backup-rfc.txt, without its Subject line)
+    sed '1{/^Subject:/d}' "$REPO/docs/backup-rfc.txt" | sed '1{/^$/d}'
     cat <<EOF
-Live, consistent full backups of every disk of a running VM into one VMA
-archive - a file, FIFO, pipe or passed fd - while the guest keeps running,
-and a \`vma\` tool to list, verify, create and extract such archives.
-
-The backup uses one upstream backup job per disk whose target is a small
-sink node feeding the archive writer; the copy-before-write filters of all
-disks go in within one drained section, so the archive holds one point in
-time for all disks, with no snapshot and no temporary space.  The archive
-format is byte-compatible with the .vma archives Proxmox VE writes
-(docs/specs/vma_spec.txt); the format library is plain C11 + GLib, does no
-I/O of its own and also builds outside QEMU for unit tests and fuzzing.
 
 Based on Debian's qemu $PINNED (QEMU $UPSTREAM).
+
+The patches:
 
 EOF
     k=0

@@ -16,7 +16,7 @@ WORKDIR=${QEMU_WORKDIR:-/var/tmp/vma-qemu}
 TREE=$WORKDIR/qemu
 BUILD=$TREE/build-clang
 LOG=$WORKDIR/logs/build-clang.log
-CC_NAME=clang-16        # the first clang in Debian 12 whose TSA QEMU enables
+CC_NAME=clang-19        # clang <= 16 fails QEMU's TSA probe (cleanup attribute)
 
 say() { echo "qemu-build-clang: $*" >&2; }
 

@@ -274,7 +274,9 @@ overlay_files() {
             # the standalone build and repo tooling, never part of QEMU
             # (Makefile: the repo's make test/patches/demo, not QEMU's Makefile)
             meson.build|meson_options.txt|README.md|QEMU_VERSION|Makefile) continue ;;
-            .*|tests/vma/*|bench/*|scripts/*|patches/*|build/*|build-*/*) continue ;;
+            .*|tests/vma/*|tests/guest/*|tests/ceph/*|bench/*|scripts/*|patches/*|build/*|build-*/*) continue ;;
+            # the design rationale goes into the cover letter, not the tree
+            docs/backup-rfc.txt) continue ;;
         esac
         [ -f "$REPO/$f" ] || continue       # deleted but still in git's index
         printf '%s\0' "$f"
