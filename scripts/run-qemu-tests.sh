@@ -12,6 +12,8 @@
 #   iotests-vma       our iotests (every tests/qemu-iotests/tests/* of this
 #                     repo), the same way
 #   qtest             qmp-cmd-test and test-hmp, 1 test per TAP line
+#   clang-werror      scripts/qemu-build-clang.sh: the tree built again with
+#                     clang-19 and -Werror (thread-safety analysis), 1 test
 #   ceph              tests/ceph/run-tests.sh: backup of RBD disks and
 #                     restore into RBD on a private Ceph cluster it starts
 #                     and stops; all skipped (with the reason) if Ceph
@@ -268,12 +270,26 @@ run_guest_instant() {
     fi
 }
 
+# --- clang -Werror build -----------------------------------------------------
+# The same tree built with clang and -Werror: QEMU's thread-safety analysis
+# (GRAPH_RDLOCK, coroutine_fn, lock annotations) over the whole series
+run_clang() {
+    local start=$SECONDS log=$LOGDIR/qemu-build-clang.log
+    if nice scripts/qemu-build-clang.sh >"$log" 2>&1; then
+        record clang-werror 1 0 0 $((SECONDS - start))
+    else
+        echo "clang-werror: the clang -Werror build failed; last lines of $log:"
+        tail -n 30 "$log"
+        record clang-werror 0 1 0 $((SECONDS - start))
+    fi
+}
+
 # ---------------------------------------------------------------------------
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(patches iotests-upstream iotests-vma qtest ceph guest guest-instant)
+[ ${#groups[@]} -gt 0 ] || groups=(patches iotests-upstream iotests-vma qtest clang-werror ceph guest guest-instant)
 for g in "${groups[@]}"; do
     case $g in
-        patches|iotests-upstream|iotests-vma|qtest|ceph|guest|guest-instant) ;;
+        patches|iotests-upstream|iotests-vma|qtest|clang-werror|ceph|guest|guest-instant) ;;
         *) echo "run-qemu-tests: unknown group '$g'" >&2; exit 2 ;;
     esac
 done
@@ -281,11 +297,12 @@ want() { [[ " ${groups[*]} " == *" $1 "* ]]; }
 
 want patches && run_patches
 if want iotests-upstream || want iotests-vma || want qtest || want ceph || want guest ||
-   want guest-instant; then
+   want guest-instant || want clang-werror; then
     if build_qemu; then
         want iotests-upstream && run_iotests iotests-upstream -- "${UPSTREAM_IOTESTS[@]}"
         want iotests-vma && run_vma_iotests
         want qtest && run_qtests
+        want clang-werror && run_clang
         want ceph && run_ceph
         want guest && run_guest
         want guest-instant && run_guest_instant
@@ -293,6 +310,7 @@ if want iotests-upstream || want iotests-vma || want qtest || want ceph || want 
         want iotests-upstream && record_unbuilt iotests-upstream ${#UPSTREAM_IOTESTS[@]}
         want iotests-vma && record_unbuilt iotests-vma ${#VMA_IOTESTS[@]}
         want qtest && record_unbuilt qtest ${#QTESTS[@]}
+        want clang-werror && record_unbuilt clang-werror 1
         want ceph && record_unbuilt ceph "$(grep -c '^    def test_' tests/ceph/test_rbd.py)"
         want guest && record_unbuilt guest $GUEST_TESTS
         want guest-instant && record_unbuilt guest-instant $GUEST_INSTANT_TESTS
