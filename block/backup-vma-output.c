@@ -114,14 +114,18 @@ static int output_open_path(const char *path, Error **errp)
         return fd;
     }
     if (stat(path, &st) == 0) {
-        if (S_ISDIR(st.st_mode)) {
-            error_setg(errp, "backup file '%s' is a directory", path);
+        if (S_ISREG(st.st_mode)) {
+            error_setg(errp, "backup file '%s' already exists (it is not "
+                       "overwritten)", path);
             return -1;
         }
         if (!S_ISFIFO(st.st_mode)) {
-            error_setg(errp, "backup file '%s' already exists: give a new "
-                       "file, an existing FIFO, /dev/fdname/NAME or "
-                       "/dev/fdset/N", path);
+            error_setg(errp, "backup file '%s' is a %s: give a new file, an "
+                       "existing FIFO, /dev/fdname/NAME or /dev/fdset/N",
+                       path, S_ISDIR(st.st_mode) ? "directory" :
+                       S_ISCHR(st.st_mode) ? "character device" :
+                       S_ISBLK(st.st_mode) ? "block device" :
+                       S_ISSOCK(st.st_mode) ? "socket" : "special file");
             return -1;
         }
         /* Non-blocking: fails at once instead of waiting for a reader */
