@@ -29,8 +29,12 @@
 #include "block/block_int.h"
 #include "block/vma.h"
 
-/* Clusters per entry of the rank table (a multiple of BITS_PER_LONG) */
-#define VMA_RANK_CLUSTERS   2048
+/*
+ * log2 of the clusters per entry of the rank table: at least 2048 (a
+ * multiple of BITS_PER_LONG); more for disks with few stored clusters, so
+ * that the table never takes more than 3 bytes per stored cluster
+ */
+#define VMA_RANK_MIN_SHIFT  11
 
 /* An index entry: where the stored blocks of a cluster are, and which */
 #define VMA_LOC_MAKE(offset, mask)  ((offset) / 512 << 16 | (mask))
@@ -54,11 +58,13 @@ typedef struct BDRVVmaState {
      * is stored (clear: the whole cluster is zero); for each set bit, in
      * cluster order, one entry VMA_LOC_MAKE(offset of the first stored
      * block, mask of stored blocks); the number of set bits before each
-     * group of VMA_RANK_CLUSTERS clusters, to find a cluster's entry.
+     * group of 2^rank_shift clusters, to find a cluster's entry.  At most
+     * 11.125 bytes per stored cluster and 1 bit per zero cluster.
      */
     unsigned long *stored;
     uint64_t *loc;
     uint32_t *rank;
+    unsigned rank_shift;
     uint64_t stored_clusters;
 } BDRVVmaState;
 
@@ -294,10 +300,11 @@ static bool vma_index_cluster(void *opaque, const VmaDeviceInfo *dev,
 static uint64_t vma_loc_index(BDRVVmaState *s, uint64_t cluster)
 {
     uint64_t word = cluster / BITS_PER_LONG;
-    uint64_t idx = s->rank[cluster / VMA_RANK_CLUSTERS];
+    uint64_t group = cluster >> s->rank_shift;
+    uint64_t idx = s->rank[group];
 
-    for (uint64_t w = cluster / VMA_RANK_CLUSTERS *
-                      (VMA_RANK_CLUSTERS / BITS_PER_LONG); w < word; w++) {
+    for (uint64_t w = (group << s->rank_shift) / BITS_PER_LONG; w < word;
+         w++) {
         idx += ctpopl(s->stored[w]);
     }
     return idx + ctpopl(s->stored[word] &
@@ -308,22 +315,32 @@ static uint64_t vma_loc_index(BDRVVmaState *s, uint64_t cluster)
 static void vma_index_finish(VmaIndexBuild *b)
 {
     BDRVVmaState *s = b->s;
-    uint64_t groups = DIV_ROUND_UP(s->clusters, VMA_RANK_CLUSTERS);
     uint64_t words = BITS_TO_LONGS(s->clusters);
-    uint64_t count = 0;
+    uint64_t count = b->locs->len;
+    uint64_t words_per_group;
 
-    s->rank = g_new(uint32_t, groups);
+    s->stored_clusters = count;
+    s->rank_shift = VMA_RANK_MIN_SHIFT;
+    while (s->rank_shift < 32 &&
+           4 * DIV_ROUND_UP(s->clusters, 1ULL << s->rank_shift) > 3 * count) {
+        s->rank_shift++;
+    }
+    words_per_group = (1ULL << s->rank_shift) / BITS_PER_LONG;
+    s->rank = g_new(uint32_t, DIV_ROUND_UP(s->clusters,
+                                           1ULL << s->rank_shift));
+    count = 0;
     for (uint64_t w = 0; w < words; w++) {
-        if (w % (VMA_RANK_CLUSTERS / BITS_PER_LONG) == 0) {
-            s->rank[w / (VMA_RANK_CLUSTERS / BITS_PER_LONG)] = count;
+        if (w % words_per_group == 0) {
+            s->rank[w / words_per_group] = count;
         }
         count += ctpopl(s->stored[w]);
     }
-    s->stored_clusters = count;
-    assert(count == b->locs->len);
+    assert(count == s->stored_clusters);
 
     if (b->in_order) {
-        s->loc = (uint64_t *)g_array_free(b->locs, false);
+        /* The array's spare capacity goes back */
+        s->loc = g_realloc(g_array_free(b->locs, false),
+                           count * sizeof(uint64_t));
     } else {
         s->loc = g_new(uint64_t, count);
         for (guint i = 0; i < b->locs->len; i++) {
