@@ -11,6 +11,7 @@ any test failed.  Archives of other writers (odd cluster orders, vmstate,
 writer in this directory.
 """
 
+import errno
 import json
 import os
 import random
@@ -1010,6 +1011,7 @@ class ListConfig(ToolTest):
 
     def test_config_missing(self):
         r = self.refused(self.vma("config", self.arch, "-c", "nope.conf"))
+        self.assertEqual(r.rc, 255)
         self.assertEqual(r.out, b"")
 
     def test_config_default_missing(self):
@@ -1503,6 +1505,788 @@ class Progress(ToolTest):
         self.ok(self.vma("extract", "-v", "-", out, input=read_file(arch)))
         self.assertFileData(os.path.join(out, "disk-drive-scsi0.raw"),
                             pad512(read_file(src)))
+
+
+# ---------------------------------------------------------------------------
+# A drop-in for the reference tool (Proxmox VE's `vma`): what qemu-server
+# and scripts written against it rely on
+
+
+_QEMU_BUILD = None
+
+
+def qemu_build():
+    """True when VMA is the QEMU build (it names QEMU's formats)."""
+    global _QEMU_BUILD
+    if _QEMU_BUILD is None:
+        p = subprocess.run([VMA, "help"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=TIMEOUT)
+        _QEMU_BUILD = b"any other format QEMU opens" in p.stdout
+    return _QEMU_BUILD
+
+
+# qemu-server's restore_vma_archive() parses `vma extract` with these
+QS_DEV_RE = re.compile(r"^DEV:\sdev_id=(\d+)\ssize:\s(\d+)\sdevname:\s(\S+)$")
+QS_CTIME_RE = re.compile(r"^CTIME: ")
+PROGRESS_RE = re.compile(r"^progress (\d+)% \(read (\d+) bytes, "
+                         r"duration (\d+) sec\)$")
+TOTAL_RE = re.compile(r"^total bytes read (\d+), sparse bytes (\d+) "
+                      r"\((\S+)%\)$")
+REDUCTION_RE = re.compile(r"^space reduction due to 4K zero blocks (\S+)%$")
+CREATE_PROGRESS_RE = re.compile(r"^progress (\d+)% (\d+)/(\d+) (\d+)$")
+USAGE_START = "usage: vma command [command options]"
+
+
+def expected_totals(archive_bytes):
+    """(clusters, sparse bytes, zero block bytes of clusters with data) of
+    an archive, from vmagen's parser: what the totals lines report."""
+    info = vmagen.parse(archive_bytes)
+    clusters = sparse = partial = 0
+    for e in info["extents"]:
+        for mask, _, _, _ in e["slots"]:
+            clusters += 1
+            if mask == 0:
+                sparse += 65536
+            else:
+                partial += (16 - bin(mask).count("1")) * 4096
+    return clusters, sparse, partial
+
+
+def check_read_report(test, lines, archive_bytes):
+    """The reference's progress and total lines of extract/verify -v."""
+    clusters, sparse, partial = expected_totals(archive_bytes)
+    prog = [PROGRESS_RE.match(ln) for ln in lines if ln.startswith("progress")]
+    test.assertTrue(all(prog), "bad progress line in %r" % lines)
+    pcts = [int(m.group(1)) for m in prog]
+    test.assertEqual(pcts, sorted(set(pcts)), "percentages must only grow")
+    test.assertTrue(all(0 <= p <= 100 for p in pcts), pcts)
+    for m in prog:
+        test.assertEqual(int(m.group(2)) % 65536, 0)
+    total = [TOTAL_RE.match(ln) for ln in lines if ln.startswith("total")]
+    if clusters == 0:
+        test.assertEqual(pcts, [])
+        test.assertIn("vma archive contains no image data", lines)
+        test.assertEqual(total, [])
+        return
+    test.assertEqual(pcts[-1], 100, lines)
+    test.assertEqual(int(prog[-1].group(2)), clusters * 65536)
+    test.assertEqual(len(total), 1, lines)
+    t = total[0]
+    test.assertTrue(t, lines)
+    test.assertEqual(int(t.group(1)), clusters * 65536)
+    test.assertEqual(int(t.group(2)), sparse)
+    test.assertEqual(t.group(3), "%.3g" % (100.0 * sparse /
+                                            (clusters * 65536)))
+    red = [REDUCTION_RE.match(ln) for ln in lines
+           if ln.startswith("space reduction")]
+    if clusters * 65536 == sparse:
+        test.assertEqual(red, [])
+    else:
+        test.assertEqual(len(red), 1, lines)
+        test.assertEqual(red[0].group(1), "%.3g" % (
+            100.0 * partial / (clusters * 65536 - sparse)))
+
+
+class QemuServerRestore(ToolTest):
+    """qemu-server's restore, emulated step by step:
+    `zstd -q -d -c ARCHIVE | vma extract -v -r FIFO - TMPDIR`, the FIFO
+    opened for writing right after the start, stdout parsed line by line
+    with qemu-server's regular expressions; on CTIME: the configs are read
+    from TMPDIR, raw targets allocated (sizes rounded up to 1 MiB, as
+    storage does), one map line per disk written, then 'done'."""
+
+    CONF = b"boot: order=scsi0\nmemory: 512\nscsi0: local:100/vm-100-disk-0.raw\n"
+    FW = b"[OPTIONS]\nenable: 1\n"
+
+    def make_archive(self):
+        disks = [("drive-scsi0", mixed_data(3 * MiB + 4096, 201)),
+                 ("drive-efidisk0", mixed_data(540672, 202)),
+                 ("drive-virtio1", mixed_data(131072 + 1000, 203))]
+        paths = [(n, self.disk(n + ".raw", d)) for n, d in disks]
+        cfgs = [write_file(os.path.join(self.inp, "qemu-server.conf"),
+                           self.CONF),
+                write_file(os.path.join(self.inp, "qemu-server.fw"), self.FW)]
+        arch = os.path.join(self.inp, "vzdump-qemu-100.vma")
+        self.ok(self.create(arch, paths, cfgs))
+        self.ok(self.shell('zstd -q -c "$1" >"$1.zst"', arch))
+        return arch + ".zst", dict(disks)
+
+    def open_fifo(self, fifo, proc):
+        """Open the map FIFO for writing once vma opens it for reading (or
+        give up when vma ended first)."""
+        end = time.time() + TIMEOUT
+        while proc.poll() is None and time.time() < end:
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as e:
+                if e.errno != errno.ENXIO:
+                    raise
+                time.sleep(0.01)
+                continue
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "w")
+        return None
+
+    def restore(self, archive, map_line):
+        """Run the restore; map_line(i, devname, target) gives disk i's line.
+        Returns (exit status, stdout lines, stderr, {devname: target},
+        what was read on CTIME)."""
+        tmpdir = os.path.join(self.box, "vzdumptmp4242")
+        fifo = tmpdir + ".fifo"
+        os.mkfifo(fifo, 0o600)
+        proc = subprocess.Popen(
+            ["bash", "-o", "pipefail", "-c",
+             'zstd -q -d -c "$1" | "$VMA" extract -v -r "$2" - "$3"', "_",
+             archive, fifo, tmpdir], cwd=self.tmp, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=dict(os.environ, VMA=VMA),
+            start_new_session=True)
+
+        def kill():
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        watchdog = threading.Timer(TIMEOUT, kill)
+        watchdog.start()
+        fifofh = None
+        errs = []
+        err_reader = threading.Thread(
+            target=lambda: errs.append(proc.stderr.read()))
+        err_reader.start()
+        try:
+            fifofh = self.open_fifo(fifo, proc)
+            lines, devinfo, targets, seen = [], {}, {}, {}
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                lines.append(line)
+                m = QS_DEV_RE.match(line)
+                if m:
+                    devinfo[m.group(3)] = (int(m.group(1)), int(m.group(2)))
+                elif QS_CTIME_RE.match(line):
+                    self.assertIsNotNone(fifofh, "vma never opened the map")
+                    # the configs must be there now: qemu-server reads them
+                    for name in ("qemu-server.conf", "qemu-server.fw"):
+                        with open(os.path.join(tmpdir, name), "rb") as f:
+                            seen[name] = f.read()
+                    for i, dev in enumerate(sorted(
+                            devinfo, key=lambda d: devinfo[d][0])):
+                        size = devinfo[dev][1]
+                        target = os.path.join(self.box,
+                                              "vm-100-disk-%d.raw" % i)
+                        with open(target, "wb") as f:
+                            f.truncate((size + MiB - 1) // MiB * MiB)
+                        targets[dev] = target
+                        fifofh.write(map_line(i, dev, target) + "\n")
+                    fifofh.write("done\n")
+                    fifofh.close()
+                    fifofh = None
+            rc = proc.wait()
+        finally:
+            watchdog.cancel()
+            if fifofh:
+                fifofh.close()
+            kill()          # the whole pipeline, whatever state it is in
+            proc.wait()
+            err_reader.join()
+            proc.stdout.close()
+            proc.stderr.close()
+        self.assertGreaterEqual(rc, 0, "killed (timeout?)")
+        return rc, lines, b"".join(errs).decode("utf-8", "replace"), \
+            targets, seen
+
+    @staticmethod
+    def fill_for_zero_flag(map_line):
+        """Targets with flag 1 start as garbage: zeroes must be written."""
+        def wrap(i, dev, target):
+            line = map_line(i, dev, target)
+            if ":1:" in line:
+                with open(target, "r+b") as f:
+                    size = os.path.getsize(target)
+                    f.write(b"\xee" * size)
+            return line
+        return wrap
+
+    def check_restored(self, rc, lines, err, targets, seen, disks, archive):
+        self.assertEqual(rc, 0, "restore failed: %s\n%s" % (err, lines))
+        self.assertEqual(seen, {"qemu-server.conf": self.CONF,
+                                "qemu-server.fw": self.FW})
+        ctime_at = next(i for i, ln in enumerate(lines)
+                        if QS_CTIME_RE.match(ln))
+        self.assertEqual(
+            [ln for ln in lines[:ctime_at] if QS_DEV_RE.match(ln)],
+            [ln for ln in lines[:ctime_at] if ln.startswith("DEV:")])
+        self.assertEqual(sorted(targets), sorted(disks))
+        for dev, data in disks.items():
+            with open(targets[dev], "rb") as f:
+                got = f.read(len(pad512(data)))
+            self.assertTrue(got == pad512(data), "%s differs" % dev)
+        with open(archive[:-4], "rb") as f:
+            check_read_report(self, lines[ctime_at + 1:], f.read())
+
+    def test_restore_like_qemu_server(self):
+        """The whole flow; in the QEMU build the first disk's line is
+        throttled as qemu-server writes it with a storage limit."""
+        archive, disks = self.make_archive()
+
+        def line(i, dev, target):
+            if i == 0 and qemu_build():
+                return ("throttling.bps=52428800:throttling.group=local-lvm:"
+                        "format=raw:0:%s=%s" % (dev, target))
+            if i == 0:
+                return "format=raw:0:%s=%s" % (dev, target)
+            return "format=raw:1:%s=%s" % (dev, target)
+        self.check_restored(*self.restore(archive,
+                                          self.fill_for_zero_flag(line)),
+                            disks, archive)
+
+    def test_restore_throttled_needs_qemu_build(self):
+        """Standalone build: the throttled line fails with a message that
+        names the QEMU build; nothing is written, TMPDIR is gone."""
+        if qemu_build():
+            self.skipTest("the QEMU build throttles "
+                          "(test_restore_like_qemu_server)")
+        archive, disks = self.make_archive()
+
+        def line(i, dev, target):
+            if i == 0:
+                return ("throttling.bps=52428800:throttling.group=local-lvm:"
+                        "format=raw:0:%s=%s" % (dev, target))
+            return "format=raw:1:%s=%s" % (dev, target)
+        rc, lines, err, targets, seen = self.restore(archive, line)
+        self.assertEqual(rc, 1, err)
+        self.assertIn("throttling.bps", err)
+        self.assertIn("built with QEMU", err)
+        self.assertEqual(seen["qemu-server.conf"], self.CONF)
+        self.assertFalse(os.path.exists(os.path.join(self.box,
+                                                     "vzdumptmp4242")))
+        for t in targets.values():
+            self.assertEqual(read_file(t), bytes(os.path.getsize(t)))
+
+    def test_restore_skip_line(self):
+        """'skip=<dev>' as qemu-server writes it for a disk it does not
+        restore"""
+        archive, disks = self.make_archive()
+
+        def line(i, dev, target):
+            if dev == "drive-virtio1":
+                return "skip=%s" % dev
+            return "format=raw:0:%s=%s" % (dev, target)
+        rc, lines, err, targets, seen = self.restore(archive, line)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(read_file(targets["drive-virtio1"]),
+                         bytes(os.path.getsize(targets["drive-virtio1"])))
+        got = read_file(targets["drive-scsi0"])[:len(disks["drive-scsi0"])]
+        self.assertTrue(got == disks["drive-scsi0"])
+
+
+class ReferenceOutput(ToolTest):
+    """The -v lines scripts read, in the reference tool's format."""
+
+    def archive(self):
+        disks = [("drive-scsi0", mixed_data(2 * MiB + 4096, 211)),
+                 ("drive-scsi1", mixed_data(540672, 212))]
+        arch = self.gen("a.vma", disks, [("qemu-server.conf", b"x\n")],
+                        order="shuffle", seed=5)
+        return arch, disks
+
+    def test_extract_v(self):
+        arch, disks = self.archive()
+        out = os.path.join(self.box, "out")
+        r = self.ok(self.vma("extract", "-v", arch, out))
+        lines = r.outtext.splitlines()
+        self.assertEqual([ln for ln in lines if ln.startswith("DEVINFO")],
+                         ["DEVINFO %s/tmp-disk-%s.raw %d" % (out, n, len(d))
+                          for n, d in disks])
+        self.assertTrue(lines[0].startswith("DEVINFO"))
+        check_read_report(self, lines, read_file(arch))
+        self.assertEqual(r.errtext, "", "stderr is not a terminal")
+        for n, d in disks:
+            self.assertFileData(os.path.join(out, "disk-%s.raw" % n), d)
+
+    def test_extract_without_v_prints_devinfo_only(self):
+        arch, disks = self.archive()
+        out = os.path.join(self.box, "out")
+        r = self.ok(self.vma("extract", arch, out))
+        self.assertEqual(r.outtext.splitlines(),
+                         ["DEVINFO %s/tmp-disk-%s.raw %d" % (out, n, len(d))
+                          for n, d in disks])
+
+    def test_verify_v_listing_first(self):
+        arch, _ = self.archive()
+        listing = self.ok(self.vma("list", arch)).outtext.splitlines()
+        r = self.ok(self.vma("verify", "-v", arch))
+        lines = r.outtext.splitlines()
+        self.assertEqual(lines[:len(listing)], listing)
+        self.assertTrue(lines[len(listing)].startswith("progress"))
+        check_read_report(self, lines[len(listing):], read_file(arch))
+
+    def test_verify_v_from_pipe(self):
+        arch, _ = self.archive()
+        r = self.ok(self.shell('gzip -c "$1" | "$VMA" verify -v -', arch))
+        check_read_report(self, r.outtext.splitlines(), read_file(arch))
+
+    def test_no_image_data(self):
+        arch = self.gen("c.vma", [], [("qemu-server.conf", b"x\n")])
+        for cmd in (["verify", "-v", arch],
+                    ["extract", "-v", arch, os.path.join(self.box, "o")]):
+            with self.subTest(cmd=cmd[0]):
+                r = self.ok(self.vma(*cmd))
+                self.assertEqual(r.outtext.splitlines()[-1],
+                                 "vma archive contains no image data")
+                check_read_report(self, r.outtext.splitlines(),
+                                  read_file(arch))
+
+    def test_tiny_and_all_zero_disks(self):
+        """Disks under one cluster (the reference divides by zero there)
+        and all-zero disks: 100% at the end, never more"""
+        for i, disks in enumerate([[("d", b"\1" * 512)], [("d", bytes(512))],
+                                   [("a", bytes(3 * 65536)), ("b", b"\2")]]):
+            with self.subTest(disks=[(n, len(d)) for n, d in disks]):
+                arch = self.gen("t%d.vma" % i, disks, [])
+                r = self.ok(self.vma("verify", "-v", arch))
+                check_read_report(self, r.outtext.splitlines(),
+                                  read_file(arch))
+
+    def test_vmstate_percent_stays_in_range(self):
+        arch = self.gen("v.vma", [("d", b"\3" * 70000)], [],
+                        vmstate=random_data(200000, 213))
+        r = self.ok(self.vma("verify", "-v", arch))
+        check_read_report(self, r.outtext.splitlines(), read_file(arch))
+
+    def test_create_v(self):
+        datas = [("drive-scsi0", mixed_data(3 * MiB + 4608, 214)),
+                 ("drive-scsi1", bytes(200000))]
+        paths = [(n, self.disk(n + ".raw", d)) for n, d in datas]
+        arch = os.path.join(self.inp, "a.vma")
+        r = self.ok(self.create(arch, paths, extra=["-v"]))
+        lines = r.errtext.splitlines()
+        prog = [CREATE_PROGRESS_RE.match(ln) for ln in lines
+                if ln.startswith("progress")]
+        self.assertTrue(prog and all(prog), lines)
+        pcts = [int(m.group(1)) for m in prog]
+        self.assertEqual(pcts, sorted(set(pcts)))
+        total = sum(len(pad512(d)) for _, d in datas)
+        self.assertTrue(all(int(m.group(3)) == total for m in prog))
+        self.assertEqual(pcts[-1], 100)
+        self.assertEqual(int(prog[-1].group(2)), total)
+        images = [ln for ln in lines if ln.startswith("image ")]
+        want = []
+        for n, d in datas:
+            d = pad512(d)
+            zeros = 0
+            for off in range(0, len(d), 65536):
+                c = d[off:off + 65536]
+                stored = sum(1 for b in range(0, len(c), 4096)
+                             if any(c[b:b + 4096]))
+                zeros += len(c) - min(len(c), stored * 4096)
+            want.append("image %s: size=%d zeros=%d saved=%d" %
+                        (n, len(d), zeros, len(d) - zeros))
+        self.assertEqual(images, want)
+        self.assertEqual(int(prog[-1].group(4)),
+                         sum(int(w.split("zeros=")[1].split()[0])
+                             for w in want))
+
+    def test_human_progress_only_on_a_terminal(self):
+        """Rate and ETA on stderr when it is a terminal, in plain ASCII;
+        nothing there otherwise (checked by the other -v tests)"""
+        import pty
+        arch, _ = self.archive()
+        master, slave = pty.openpty()
+        try:
+            p = subprocess.run([VMA, "verify", "-v", arch], cwd=self.tmp,
+                               stdout=subprocess.PIPE, stderr=slave,
+                               timeout=TIMEOUT)
+            os.close(slave)
+            slave = None
+            err = b""
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                err += chunk
+        finally:
+            if slave is not None:
+                os.close(slave)
+            os.close(master)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertIn(b"verify: 100%", err)
+        self.assertIn(b"done in", err)
+        self.assertTrue(all(b < 128 for b in err), "not ASCII: %r" % err)
+        check_read_report(self, p.stdout.decode().splitlines()[3:],
+                          read_file(arch))
+
+
+class ReferenceCommandLine(ToolTest):
+    def src(self, name="d.raw", size=300000, seed=221):
+        return self.disk(name, mixed_data(size, seed))
+
+    def test_usage_errors_help_on_stdout_exit_1(self):
+        for args in [[], ["bogus"], ["list"], ["extract", "x.vma"],
+                     ["verify", "--no-such-option", "x.vma"],
+                     ["config"], ["create"], ["extract", "-r"],
+                     ["list", "-x", "a.vma"]]:
+            with self.subTest(args=args):
+                r = self.vma(*args)
+                self.assertEqual(r.rc, 1, r)
+                self.assertTrue(r.outtext.startswith(USAGE_START), r)
+                self.assertEqual(len(r.errtext.splitlines()), 1, r)
+
+    def test_h_for_every_command(self):
+        for args in [["help"], ["-h"], ["--help"], ["list", "-h"],
+                     ["config", "-h"], ["create", "-h"], ["extract", "-h"],
+                     ["verify", "-h"]]:
+            with self.subTest(args=args):
+                r = self.vma(*args)
+                self.assertEqual(r.rc, 0, r)
+                self.assertTrue(r.outtext.startswith(USAGE_START), r)
+                self.assertEqual(r.err, b"")
+
+    def test_config_missing_reference_message(self):
+        arch = self.gen("a.vma", [("d", b"x" * 4096)],
+                        [("qemu-server.fw", b"x")])
+        for args, name in [(["config", arch], "qemu-server.conf"),
+                           (["config", arch, "-c", "nope.conf"],
+                            "nope.conf")]:
+            r = self.vma(*args)
+            self.assertEqual(r.rc, 255, r)
+            self.assertEqual(r.errtext,
+                             "unable to find configuration data '%s'\n"
+                             % name)
+            self.assertEqual(r.out, b"")
+
+    def test_runtime_errors_exit_1(self):
+        bad = self.gen("bad.vma", [("d", b"x" * 4096)], [],
+                       breaks=["header-md5"])
+        for args in (["list", bad], ["verify", bad],
+                     ["extract", bad, os.path.join(self.box, "o")],
+                     ["create", os.path.join(self.inp, "n.vma"), "-d",
+                      "format=raw:d=" + os.path.join(self.inp, "none")]):
+            with self.subTest(cmd=args[0]):
+                r = self.refused(self.vma(*args))
+                self.assertEqual(r.rc, 1)
+
+    def test_create_exec_target(self):
+        out = os.path.join(self.inp, "a.vma.gz")
+        src = self.src()
+        r = self.ok(self.vma("create", "exec:gzip -c > '%s'" % out, "-d",
+                             "format=raw:drive-scsi0=" + src))
+        self.assertEqual(r.out, b"")
+        o = os.path.join(self.box, "out")
+        self.ok(self.vma("extract", out, o))
+        self.assertFileData(os.path.join(o, "disk-drive-scsi0.raw"),
+                            pad512(read_file(src)))
+
+    def test_create_exec_command_fails(self):
+        src = self.src(size=4 * MiB)
+        for cmd, words in [("exec:exit 3", ["exit status 3"]),
+                           ("exec:head -c 1000 >/dev/null", ["exit status",
+                                                              "pipe"]),
+                           ("exec:", ["command"])]:
+            with self.subTest(cmd=cmd):
+                self.refused(self.vma("create", cmd, "-d",
+                                      "format=raw:d=" + src), words)
+
+    def test_create_into_fifo(self):
+        fifo = os.path.join(self.inp, "a.fifo")
+        os.mkfifo(fifo)
+        copy = os.path.join(self.inp, "copy.vma")
+        src = self.src()
+        reader = subprocess.Popen(["sh", "-c", 'cat "$1" > "$2"', "_",
+                                   fifo, copy])
+        try:
+            time.sleep(0.1)
+            self.ok(self.vma("create", fifo, "-d",
+                             "format=raw:drive-scsi0=" + src))
+            reader.wait(timeout=TIMEOUT)
+        finally:
+            if reader.poll() is None:
+                reader.kill()
+                reader.wait()
+        self.assertTrue(os.path.exists(fifo), "the FIFO was removed")
+        self.ok(self.vma("verify", copy))
+
+    def test_create_into_fifo_without_reader(self):
+        fifo = os.path.join(self.inp, "a.fifo")
+        os.mkfifo(fifo)
+        self.refused(self.vma("create", fifo, "-d", "format=raw:d=" +
+                              self.src(), timeout=BAD_TIMEOUT),
+                     ["no reader"])
+        self.assertTrue(os.path.exists(fifo))
+
+    def test_create_positional_deprecated(self):
+        src = self.src()
+        arch = os.path.join(self.inp, "a.vma")
+        arch2 = os.path.join(self.inp, "b.vma")
+        r = self.ok(self.vma("create", arch, "drive-scsi0=" + src))
+        self.assertIn("deprecated", r.errtext)
+        r = self.ok(self.vma("create", arch2, src))
+        self.assertIn("deprecated", r.errtext)
+        self.assertIn("DEV: dev_id=1 size: %d devname: disk0" %
+                      len(pad512(read_file(src))),
+                      self.ok(self.vma("list", arch2)).outtext)
+        o = os.path.join(self.box, "o")
+        self.ok(self.vma("extract", arch, o))
+        self.assertFileData(os.path.join(o, "disk-drive-scsi0.raw"),
+                            pad512(read_file(src)))
+
+    # (what, magic offset, magic bytes): a few image formats' signatures
+    IMAGES = [("qcow2", 0, b"QFI\xfb\0\0\0\3"), ("vmdk", 0, b"KDMV"),
+              ("vhdx", 0, b"vhdxfile"), ("luks", 0, b"LUKS\xba\xbe"),
+              ("vdi", 64, b"\x7f\x10\xda\xbe"), ("VMA archive", 0, b"VMA\0")]
+
+    def test_create_positional_refuses_images(self):
+        for what, off, magic in self.IMAGES:
+            with self.subTest(what=what):
+                img = bytearray(mixed_data(200000, 222))
+                img[off:off + len(magic)] = magic
+                path = self.disk("img-%s" % what.split()[0], bytes(img))
+                arch = os.path.join(self.inp, "a.vma")
+                for args in (["d0=" + path], [path]):
+                    r = self.refused(self.vma("create", arch, *args))
+                    self.assertIn("looks like", r.errtext)
+                    self.assertIn(what, r.errtext)
+                    self.assertFalse(os.path.exists(arch))
+                # an explicit format=raw is what the user asked for
+                self.ok(self.vma("create", arch, "-d",
+                                 "format=raw:d0=" + path))
+                os.unlink(arch)
+
+    def test_create_positional_and_d_mixed_refused(self):
+        src = self.src()
+        arch = os.path.join(self.inp, "a.vma")
+        r = self.vma("create", arch, "-d", "format=raw:a=" + src, "b=" + src)
+        self.assertEqual(r.rc, 1, r)
+        self.assertTrue(r.outtext.startswith(USAGE_START))
+        self.assertIn("-d", r.errtext)
+        self.assertFalse(os.path.exists(arch))
+
+    def test_extract_d_repeated_and_unknown(self):
+        disks = [("a", mixed_data(70000, 223)), ("b", mixed_data(5000, 224)),
+                 ("c", mixed_data(140000, 225))]
+        arch = self.gen("a.vma", disks, [])
+        out = os.path.join(self.box, "o1")
+        r = self.ok(self.vma("extract", arch, "-d", "a", "-d", "zzz,c", out))
+        self.assertIn("zzz", r.errtext)
+        self.assertEqual(sorted(p for p in tree(out)),
+                         ["disk-a.raw", "disk-c.raw"])
+        r = self.refused(self.vma("extract", arch, "-d", "x,y",
+                                  os.path.join(self.box, "o2")))
+        self.assertFalse(os.path.exists(os.path.join(self.box, "o2")))
+
+
+class BlobPadding(ToolTest):
+    """Blob buffers padded past their last blob (issue 8, point 4)"""
+
+    def check(self, pad, fill=0):
+        disks = [("drive-scsi0", mixed_data(70000, 231))]
+        cfgs = [("qemu-server.conf", b"memory: 1\n"), ("empty.conf", b"")]
+        arch = self.gen("p%d-%d.vma" % (pad, fill), disks, cfgs,
+                        blob_pad=pad, blob_pad_fill=fill)
+        if not fill:
+            info = vmagen.parse(read_file(arch))
+            self.assertGreaterEqual(info["blob_size"], pad)
+        return arch, disks, cfgs
+
+    def test_zero_padding_accepted(self):
+        for pad in (1, 2, 3, 511, 4097):
+            with self.subTest(pad=pad):
+                arch, disks, cfgs = self.check(pad)
+                self.ok(self.vma("verify", arch))
+                self.ok(self.vma("list", arch))
+                self.assertEqual(self.ok(self.vma(
+                    "config", arch)).out, cfgs[0][1])
+                out = os.path.join(self.box, "o%d" % pad)
+                self.ok(self.vma("extract", arch, out))
+                self.assertFileData(os.path.join(out, "empty.conf"), b"")
+                self.assertFileData(os.path.join(
+                    out, "disk-drive-scsi0.raw"), disks[0][1])
+
+    def test_padding_to_512(self):
+        a = vmagen.build([("d", b"\1" * 5000)], [("x.conf", b"y")])
+        raw = vmagen.serialize(a)
+        used = vmagen.parse(raw)["blob_size"]
+        arch = self.gen("p.vma", [("d", b"\1" * 5000)], [("x.conf", b"y")],
+                        blob_pad=(-used) % 512 or 512)
+        self.assertEqual(vmagen.parse(read_file(arch))["blob_size"] % 512, 0)
+        self.ok(self.vma("verify", arch))
+
+    def test_nonzero_padding_refused(self):
+        for pad in (1, 3):
+            with self.subTest(pad=pad):
+                arch, _, _ = self.check(pad, fill=7)
+                self.refused(self.vma("verify", arch), ["blob"])
+
+
+class DiskSizes(ToolTest):
+    def test_create_pads_to_512(self):
+        """A disk of 1000 bytes is archived as 1024 (-v says so): the
+        reference reader would drop a partial last sector"""
+        data = random_data(1000, 241)
+        src = self.disk("d.raw", data)
+        arch = os.path.join(self.inp, "a.vma")
+        r = self.ok(self.create(arch, [("drive-scsi0", src)], extra=["-v"]))
+        self.assertIn("multiple of 512", r.errtext)
+        self.assertIn("1024", r.errtext)
+        info = vmagen.parse(read_file(arch))
+        self.assertEqual(info["devices"], [(1, b"drive-scsi0", 1024)])
+        self.assertEqual(vmagen.extract_devices(read_file(arch))
+                         [b"drive-scsi0"], data + bytes(24))
+        r = self.ok(self.create(os.path.join(self.inp, "b.vma"),
+                                [("drive-scsi0", src)]))
+        self.assertNotIn("512", r.errtext, "said only with -v")
+
+
+class StandaloneLimits(ToolTest):
+    """What needs the QEMU build says so (issue 8, point 6)"""
+
+    def test_map_options_need_qemu_build(self):
+        if qemu_build():
+            self.skipTest("the QEMU build has every option")
+        arch = self.gen("a.vma", [("d", b"\5" * 70000)], [])
+        target = write_file(os.path.join(self.box, "t.raw"), bytes(70000))
+        for opt in ("throttling.bps=1000000:", "throttling.group=g:",
+                    "cache=none:", "format=qcow2:"):
+            with self.subTest(opt=opt):
+                out = os.path.join(self.box, "o")
+                r = self.vma("extract", "-r", "-", arch, out,
+                             input=("%s0:d=%s\n" % (opt, target)).encode())
+                self.refused(r)
+                self.assertIn("built with QEMU", r.errtext)
+                self.assertFalse(os.path.exists(out))
+                self.assertEqual(read_file(target), bytes(70000))
+
+    def test_create_format_needs_qemu_build(self):
+        if qemu_build():
+            self.skipTest("the QEMU build reads every format QEMU opens")
+        src = self.disk("d.raw", b"\1" * 512)
+        r = self.refused(self.vma("create", os.path.join(self.inp, "a.vma"),
+                                  "-d", "format=qcow2:d=" + src))
+        self.assertIn("built with QEMU", r.errtext)
+
+
+class HostileRun(ToolTest):
+    """Defects a hostile test run found (issue 8, point 7)"""
+
+    def archive_in_slack(self):
+        """An archive whose size is within 4 MiB above its disk's size"""
+        data = random_data(2 * MiB, 251)
+        src = self.disk("d.raw", data)
+        arch = os.path.join(self.inp, "a.vma")
+        self.ok(self.create(arch, [("drive-scsi0", src)]))
+        self.assertTrue(len(data) < os.path.getsize(arch) <
+                        len(data) + 4 * MiB)
+        return arch
+
+    def test_restore_refuses_archive_as_target(self):
+        """The archive itself (by name, through a symlink, as stdin) as a
+        restore target: refused, the archive untouched"""
+        arch = self.archive_in_slack()
+        before = read_file(arch)
+        link = os.path.join(self.box, "link.raw")
+        os.symlink(arch, link)
+        for target, via_stdin in [(arch, False), (link, False), (link, True)]:
+            with self.subTest(target=target, via_stdin=via_stdin):
+                out = os.path.join(self.box, "out")
+                mapfile = write_file(os.path.join(self.inp, "map"),
+                                     ("0:drive-scsi0=%s\n" % target)
+                                     .encode())
+                if via_stdin:
+                    r = self.shell('exec "$VMA" extract -r "$2" - "$3" '
+                                   '<"$1"', arch, mapfile, out)
+                else:
+                    r = self.vma("extract", "-r", mapfile, arch, out)
+                self.refused(r, ["archive being read"])
+                self.assertEqual(read_file(arch), before)
+                self.assertFalse(os.path.exists(out))
+
+    def test_restore_refuses_one_target_twice(self):
+        disks = [("a", mixed_data(70000, 252)), ("b", mixed_data(70000, 253))]
+        arch = self.gen("a.vma", disks, [])
+        t = write_file(os.path.join(self.box, "t.raw"), b"\x11" * 70000)
+        link = os.path.join(self.box, "t-link.raw")
+        os.symlink(t, link)
+        for second in (t, link):
+            with self.subTest(second=second):
+                out = os.path.join(self.box, "out")
+                r = self.vma("extract", "-r", "-", arch, out,
+                             input=("1:a=%s\n1:b=%s\n" % (t, second))
+                             .encode())
+                self.refused(r, ["also the target"])
+                self.assertEqual(read_file(t), b"\x11" * 70000)
+                self.assertFalse(os.path.exists(out))
+
+    def test_create_refuses_fifo_source(self):
+        fifo = os.path.join(self.inp, "f")
+        os.mkfifo(fifo)
+        arch = os.path.join(self.inp, "a.vma")
+        self.refused(self.vma("create", arch, "-d", "format=raw:d0=" + fifo,
+                              timeout=BAD_TIMEOUT), ["FIFO"])
+        self.assertFalse(os.path.exists(arch))
+
+    def test_create_refuses_dev_zero(self):
+        arch = os.path.join(self.inp, "a.vma")
+        r = self.refused(self.vma("create", arch, "-d",
+                                  "format=raw:d0=/dev/zero",
+                                  timeout=BAD_TIMEOUT),
+                         ["character device"])
+        self.assertNotIn("empty", r.errtext)
+        self.assertFalse(os.path.exists(arch))
+
+    def test_long_device_names_checked_up_front(self):
+        """242 bytes fit tmp-disk-<name>.raw in 255; 243..246 pass the
+        archive's name check but not the file system's: refused before
+        anything is created, and fine with -r (no file needed)"""
+        for n in (242, 243, 246):
+            with self.subTest(n=n):
+                name = "d" * n
+                data = mixed_data(70000, 254)
+                arch = self.gen("l%d.vma" % n, [(name, data)],
+                                [("qemu-server.conf", b"x\n")])
+                out = os.path.join(self.box, "o%d" % n)
+                r = self.vma("extract", arch, out)
+                if n == 242:
+                    self.ok(r)
+                    self.assertFileData(os.path.join(
+                        out, "disk-%s.raw" % name), data)
+                    continue
+                self.refused(r, ["longer than 255"])
+                self.assertFalse(os.path.exists(out))
+                t = write_file(os.path.join(self.box, "t%d.raw" % n),
+                               bytes(70000))
+                self.ok(self.vma("extract", "-r", "-", arch, out,
+                                 input=("0:%s=%s\n" % (name, t)).encode()))
+                self.assertEqual(read_file(t), data)
+
+    def test_config_named_like_a_temporary_file(self):
+        for cfg in ("tmp-disk-drive-scsi0.raw", "disk-drive-scsi0.raw"):
+            with self.subTest(cfg=cfg):
+                arch = self.gen("c.vma", [("drive-scsi0", b"\1" * 5000)],
+                                [(cfg, b"x")])
+                out = os.path.join(self.box, "o")
+                self.refused(self.vma("extract", arch, out), ["both need"])
+                self.assertFalse(os.path.exists(out))
+
+    def test_gzip_trailing_zero_padding(self):
+        disks = [("drive-scsi0", mixed_data(300000, 255))]
+        arch = self.gen("a.vma", disks, [])
+        gz = self.run_cmd(["gzip", "-c", arch]).out
+        for pad in (1, 511, 512, 10001):
+            with self.subTest(pad=pad):
+                p = write_file(os.path.join(self.inp, "p%d.vma.gz" % pad),
+                               gz + bytes(pad))
+                self.ok(self.shell('gzip -dc "$1" | cmp - "$2"', p, arch))
+                self.ok(self.vma("verify", p))
+                out = os.path.join(self.box, "o%d" % pad)
+                self.ok(self.vma("extract", p, out))
+                self.assertFileData(os.path.join(out,
+                                                 "disk-drive-scsi0.raw"),
+                                    disks[0][1])
+        p = write_file(os.path.join(self.inp, "g.vma.gz"),
+                       gz + bytes(100) + b"junk")
+        self.refused(self.vma("verify", p), ["garbage"])
 
 
 # ---------------------------------------------------------------------------

@@ -6,7 +6,9 @@ plays "another VMA implementation" in the tool tests.  It writes archives
 the way the reference writer does:
 
   * blob_buffer_size = bytes in use (position 0 counted), not rounded;
-    header_size = 12288 + blob bytes rounded up to 512;
+    header_size = 12288 + blob bytes rounded up to 512 (on request, the
+    blob buffer is padded: blob_pad more bytes, counted in its size, zero
+    or ending in a chosen byte);
   * extents flushed at 58 clusters (59 on request), then one more extent
     with the remainder, which is empty when the count divides evenly;
   * clusters in any order (sequential, interleaved across devices,
@@ -30,7 +32,7 @@ CLI:
                         [--vmstate PATH] [--order seq|interleave|shuffle|
                         reverse|cbw] [--seed N] [--per-extent 58|59]
                         [--no-trailing-extent] [--uuid HEX32] [--ctime N]
-                        [--break KIND]...
+                        [--blob-pad N] [--break KIND]...
     vmagen.py corrupt IN OUT --break KIND [--break KIND]...
     vmagen.py dump IN
     vmagen.py breaks
@@ -162,6 +164,8 @@ class Archive:
         self.slots = []     # flat list of Slot in archive order
         self.per_extent = WRITER_SLOTS
         self.trailing_extent = True
+        self.blob_pad = 0       # bytes after the last blob, in its size
+        self.blob_pad_fill = 0  # the last of them; the others are zero
 
     def device(self, dev_id):
         for d in self.devices:
@@ -251,12 +255,13 @@ def _mark(slots, is_vm):
 
 def build(disks=(), configs=(), vmstate=None, order="seq", seed=0,
           per_extent=WRITER_SLOTS, trailing_extent=True, uuid=None,
-          ctime=None):
+          ctime=None, blob_pad=0, blob_pad_fill=0):
     """Build an Archive.
 
     disks: [(name, data)] or [(name, data, size)]; data is bytes (shorter
     than size means zero-padded).  configs: [(name, data)].  vmstate: bytes
-    or None (its size in the header is its exact length).
+    or None (its size in the header is its exact length).  blob_pad: bytes
+    of padding after the last blob, the last one blob_pad_fill.
     """
     if per_extent not in range(1, MAX_SLOTS + 1):
         raise GenError("per_extent must be 1..59")
@@ -264,6 +269,7 @@ def build(disks=(), configs=(), vmstate=None, order="seq", seed=0,
     a = Archive(uuid=uuid, ctime=ctime)
     a.per_extent = per_extent
     a.trailing_extent = trailing_extent
+    a.blob_pad, a.blob_pad_fill = blob_pad, blob_pad_fill
     for name, data in configs:
         data = _bytes(data)
         if len(data) > MAX_BLOB:
@@ -342,6 +348,7 @@ def _model_breaks(a, kinds, devname, cfgname):
     """Breaks that change what the archive holds.  Returns a new Archive."""
     b = Archive(a.uuid, a.ctime)
     b.per_extent, b.trailing_extent = a.per_extent, a.trailing_extent
+    b.blob_pad, b.blob_pad_fill = a.blob_pad, a.blob_pad_fill
     b.configs = list(a.configs)
     b.devices = list(a.devices)
     b.slots = [s.copy() for s in a.slots]
@@ -455,6 +462,9 @@ def _header(a, kinds):
         dev_ptrs.append((dev_id, add(name + nul), size))
     if len(cfg_ptrs) > 256:
         raise GenError("more than 256 configs")
+    if a.blob_pad:
+        blobs.extend(bytes(a.blob_pad))
+        blobs[-1] = a.blob_pad_fill
 
     blob_size = len(blobs)
     header_size = HEADER_FIXED + _round512(blob_size)
@@ -676,6 +686,8 @@ def parse(data):
     pos = 1
     while pos < blob_size:
         if pos + 2 > blob_size:
+            if blobs[pos] == 0:
+                break           # zero padding, an odd count of it
             raise ParseError("blob length past the buffer end")
         ln, = struct.unpack_from("<H", blobs, pos)
         if pos + 2 + ln > blob_size:
@@ -840,6 +852,7 @@ def main(argv):
     w.add_argument("--no-trailing-extent", action="store_true")
     w.add_argument("--uuid")
     w.add_argument("--ctime", type=int)
+    w.add_argument("--blob-pad", type=int, default=0)
     w.add_argument("--break", dest="breaks", action="append", default=[])
     c = sub.add_parser("corrupt")
     c.add_argument("inp")
@@ -864,7 +877,7 @@ def main(argv):
                       seed=args.seed, per_extent=args.per_extent,
                       trailing_extent=not args.no_trailing_extent,
                       uuid=bytes.fromhex(args.uuid) if args.uuid else None,
-                      ctime=args.ctime)
+                      ctime=args.ctime, blob_pad=args.blob_pad)
             _write(args.out, serialize(a, args.breaks))
         elif args.cmd == "corrupt":
             _write(args.out, corrupt(_read(args.inp), args.breaks))

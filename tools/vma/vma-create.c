@@ -206,8 +206,9 @@ static bool create_open_device(CreateJob *job, CreateDevice *dev,
 
     if (!ops) {
         g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
-                    "unknown format '%s' for device '%s' (known: %s)",
-                    dev->format, dev->name, vma_known_source_formats());
+                    "unknown format '%s' for device '%s' (known: %s%s)",
+                    dev->format, dev->name, vma_known_source_formats(),
+                    vma_unknown_format_hint());
         return false;
     }
     if (!vma_source_check_kind(dev->path, errp)) {
@@ -580,6 +581,9 @@ int vma_cmd_create(int argc, char **argv)
     while (ret == EXIT_SUCCESS &&
            (opt = getopt(argc, argv, ":hvc:d:")) != -1) {
         switch (opt) {
+        case 'h':
+            create_cleanup(&job, false);
+            return vma_cmd_help();
         case 'v':
             verbose = true;
             break;

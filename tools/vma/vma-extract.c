@@ -327,8 +327,11 @@ static bool extract_check_names(ExtractJob *job, bool with_map,
         file = extract_file_name(dev);
         /* The temporary name of vma-target-raw.c's create() */
         if (!extract_claim_name(files, g_strconcat("tmp-", file, NULL),
-                                owner, errp) ||
-            !extract_claim_name(files, file, owner, errp)) {
+                                owner, errp)) {
+            g_free(file);
+            return false;
+        }
+        if (!extract_claim_name(files, file, owner, errp)) {
             return false;
         }
     }
@@ -434,7 +437,8 @@ static bool extract_open_map_targets(ExtractJob *job, GError **errp)
         if (!ops) {
             g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
                         "restore map line %u: unknown format '%s' (known: "
-                        "%s)", e->line, format, vma_known_target_formats());
+                        "%s%s)", e->line, format, vma_known_target_formats(),
+                        vma_unknown_format_hint());
             return false;
         }
         t = ops->open(format, e->target, &e->opts, errp);

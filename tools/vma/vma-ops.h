@@ -164,6 +164,12 @@ bool vma_backends_init(const char *argv0, GError **errp);
 /* The format of a `create` device spec without format=; NULL: required */
 const char *vma_default_source_format(void);
 
+/*
+ * What to add to "unknown format" messages: where the other formats are
+ * (the standalone build points to the QEMU build), or ""
+ */
+const char *vma_unknown_format_hint(void);
+
 /* The format of disks `extract` writes into its directory */
 #define VMA_EXTRACT_FORMAT  "raw"
 

@@ -35,6 +35,12 @@ const char *vma_default_source_format(void)
     return NULL;
 }
 
+/* Every format this QEMU has is known: there is nowhere else to look */
+const char *vma_unknown_format_hint(void)
+{
+    return "";
+}
+
 BlockBackend *vma_blk_open(const char *format, const char *path, int flags,
                            const char *cache, Error **errp)
 {

@@ -18,6 +18,11 @@ const char *vma_default_source_format(void)
     return "raw";
 }
 
+const char *vma_unknown_format_hint(void)
+{
+    return "; other formats need the vma tool built with QEMU";
+}
+
 bool vma_backends_init(const char *argv0, GError **errp)
 {
     vma_register_source("raw", &vma_source_raw_ops);
