@@ -12,6 +12,9 @@
 #   iotests-vma       our iotests (every tests/qemu-iotests/tests/* of this
 #                     repo), the same way
 #   qtest             qmp-cmd-test and test-hmp, 1 test per TAP line
+#   tool-qemu         tests/vma/test_tool.py (the tool group's tests, among
+#                     them the qemu-server restore) against the QEMU build's
+#                     vma; ~15 s
 #   clang-werror      scripts/qemu-build-clang.sh: the tree built again with
 #                     clang-19 and -Werror (thread-safety analysis), 1 test
 #   ceph              tests/ceph/run-tests.sh: backup of RBD disks and
@@ -182,6 +185,27 @@ run_vma_iotests() {
     run_iotests iotests-vma "${envs[@]}" -- "${VMA_IOTESTS[@]}"
 }
 
+# --- tool-qemu -------------------------------------------------------------
+# The standalone tool's tests against the QEMU build of the same front end:
+# its back ends differ (QEMU's block layer), the behaviour must not
+run_tool_qemu() {
+    local start=$SECONDS log=$LOGDIR/tool-qemu.log rc last
+    VMA_BIN=$BUILD/vma timeout -k 10 600 python3 tests/vma/test_tool.py -v >"$log" 2>&1
+    rc=$?
+    grep -E '\.\.\. skipped' "$log" | sed 's/^/tool-qemu: /'
+    last=$(tail -n 1 "$log")
+    if [[ $last =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)?$ ]]; then
+        local p=${BASH_REMATCH[1]} f=${BASH_REMATCH[2]} s=${BASH_REMATCH[4]:-0}
+        [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+        [ "$f" -gt 0 ] && grep -E '^(FAIL|ERROR):' "$log" | head -n 30
+        record tool-qemu "$p" "$f" "$s" $((SECONDS - start))
+    else
+        echo "tool-qemu: tests/vma/test_tool.py ended without a summary (exit $rc); last lines of $log:"
+        tail -n 20 "$log"
+        record tool-qemu 0 1 0 $((SECONDS - start))
+    fi
+}
+
 # --- qtests ----------------------------------------------------------------
 run_qtests() {
     local start=$SECONDS pass=0 fail=0 skip=0 t
@@ -286,21 +310,22 @@ run_clang() {
 
 # ---------------------------------------------------------------------------
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(patches iotests-upstream iotests-vma qtest clang-werror ceph guest guest-instant)
+[ ${#groups[@]} -gt 0 ] || groups=(patches iotests-upstream iotests-vma tool-qemu qtest clang-werror ceph guest guest-instant)
 for g in "${groups[@]}"; do
     case $g in
-        patches|iotests-upstream|iotests-vma|qtest|clang-werror|ceph|guest|guest-instant) ;;
+        patches|iotests-upstream|iotests-vma|tool-qemu|qtest|clang-werror|ceph|guest|guest-instant) ;;
         *) echo "run-qemu-tests: unknown group '$g'" >&2; exit 2 ;;
     esac
 done
 want() { [[ " ${groups[*]} " == *" $1 "* ]]; }
 
 want patches && run_patches
-if want iotests-upstream || want iotests-vma || want qtest || want ceph || want guest ||
+if want iotests-upstream || want iotests-vma || want tool-qemu || want qtest || want ceph || want guest ||
    want guest-instant || want clang-werror; then
     if build_qemu; then
         want iotests-upstream && run_iotests iotests-upstream -- "${UPSTREAM_IOTESTS[@]}"
         want iotests-vma && run_vma_iotests
+        want tool-qemu && run_tool_qemu
         want qtest && run_qtests
         want clang-werror && run_clang
         want ceph && run_ceph
@@ -309,6 +334,7 @@ if want iotests-upstream || want iotests-vma || want qtest || want ceph || want 
     else
         want iotests-upstream && record_unbuilt iotests-upstream ${#UPSTREAM_IOTESTS[@]}
         want iotests-vma && record_unbuilt iotests-vma ${#VMA_IOTESTS[@]}
+        want tool-qemu && record_unbuilt tool-qemu 1
         want qtest && record_unbuilt qtest ${#QTESTS[@]}
         want clang-werror && record_unbuilt clang-werror 1
         want ceph && record_unbuilt ceph "$(grep -c '^    def test_' tests/ceph/test_rbd.py)"
