@@ -1992,21 +1992,32 @@ class ReferenceCommandLine(ToolTest):
     def test_create_into_fifo(self):
         fifo = os.path.join(self.inp, "a.fifo")
         os.mkfifo(fifo)
-        copy = os.path.join(self.inp, "copy.vma")
         src = self.src()
-        reader = subprocess.Popen(["sh", "-c", 'cat "$1" > "$2"', "_",
-                                   fifo, copy])
+        # The reader is there before create starts; our own idle writer
+        # keeps it from seeing the end of file before create's data
+        rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        idle = os.open(fifo, os.O_WRONLY)
+        os.set_blocking(rfd, True)
+        got = []
+
+        def read_all():
+            with os.fdopen(rfd, "rb") as f:
+                got.append(f.read())
+        reader = threading.Thread(target=read_all)
+        reader.start()
         try:
-            time.sleep(0.1)
             self.ok(self.vma("create", fifo, "-d",
                              "format=raw:drive-scsi0=" + src))
-            reader.wait(timeout=TIMEOUT)
         finally:
-            if reader.poll() is None:
-                reader.kill()
-                reader.wait()
+            os.close(idle)
+            reader.join(TIMEOUT)
         self.assertTrue(os.path.exists(fifo), "the FIFO was removed")
+        copy = write_file(os.path.join(self.inp, "copy.vma"), got[0])
         self.ok(self.vma("verify", copy))
+        o = os.path.join(self.box, "o")
+        self.ok(self.vma("extract", copy, o))
+        self.assertFileData(os.path.join(o, "disk-drive-scsi0.raw"),
+                            pad512(read_file(src)))
 
     def test_create_into_fifo_without_reader(self):
         fifo = os.path.join(self.inp, "a.fifo")
