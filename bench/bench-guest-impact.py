@@ -21,7 +21,8 @@ After a 10 s warm-up, phases one after another in the same VM, each
   pipe+fleecing   the same with a fleecing image (qcow2, discard=unmap)
 Per phase and round: files written, guest MiB/s (acknowledged bytes / phase
 time), fsync latency p50 and p99; then per phase over all rounds (bytes /
-time, percentiles of all fsyncs) and ratios against `none`.
+time, percentiles of all fsyncs) and ratios against `none`, and the CPU
+time the QEMU process used (100% = one core; the machine may have 2).
 """
 
 import os
@@ -54,6 +55,13 @@ def pipe_reader(fd, rate):
         if ahead > 0:
             time.sleep(ahead)
     os.close(fd)
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far"""
+    with open(f'/proc/{pid}/stat') as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
 def percentile(values, p):
@@ -160,7 +168,7 @@ def main():
                [(DEV, img, 'qcow2', 'virtio')], {'work': 'bench', 'seed': 1})
     vm.qemu_img = qemu_img
     vm.launch()
-    pooled = {name: ([], [], 0.0) for name, _ in PHASES}
+    pooled = {name: ([], [], 0.0, 0.0) for name, _ in PHASES}
     try:
         if not vm.wait_line(r'^DONE 20 ', 120):
             sys.exit('the guest did not start writing:\n' + vm.text())
@@ -168,38 +176,41 @@ def main():
         for rnd, (name, run) in ((r, p) for r in range(1, rounds + 1)
                                  for p in PHASES):
             start_line = len(vm.lines)
-            t0 = time.monotonic()
+            t0, c0 = time.monotonic(), cpu_seconds(vm.proc.pid)
             note = run(vm, work, seconds)
-            t1 = time.monotonic()
+            t1, c1 = time.monotonic(), cpu_seconds(vm.proc.pid)
             sizes, lats = [], []
             for t, line in vm.lines[start_line:]:
                 if line and line.startswith('DONE ') and t0 <= t <= t1:
                     _, _, size, usec = line.split()
                     sizes.append(int(size))
                     lats.append(int(usec) / 1000)
-            ps, pl, pt = pooled[name]
-            pooled[name] = (ps + sizes, pl + lats, pt + t1 - t0)
+            ps, pl, pt, pc = pooled[name]
+            pooled[name] = (ps + sizes, pl + lats, pt + t1 - t0, pc + c1 - c0)
             print(f'round {rnd} {name}: {len(sizes)} files, '
                   f'{sum(sizes) / MiB / (t1 - t0):.1f} MiB/s, fsync p50 '
                   f'{percentile(lats, 50):.1f} ms p99 {percentile(lats, 99):.1f}'
-                  f' ms ({note})', flush=True)
+                  f' ms, QEMU CPU {100 * (c1 - c0) / (t1 - t0):.0f}% ({note})',
+                  flush=True)
     finally:
         vm.quit()
 
     rows = []
     for name, _ in PHASES:
-        sizes, lats, secs = pooled[name]
+        sizes, lats, secs, cpu = pooled[name]
         rows.append((name, secs, len(sizes), sum(sizes) / MiB / secs,
-                     percentile(lats, 50), percentile(lats, 99)))
+                     percentile(lats, 50), percentile(lats, 99),
+                     100 * cpu / secs))
     base = rows[0]
     print(f'\n{accel}, {rounds} rounds of {seconds:.0f} s per phase\n')
     print('| phase | seconds | files | guest MiB/s | fsync p50 ms | '
-          'fsync p99 ms | MiB/s vs none | p50 vs none | p99 vs none |')
-    print('|---|---|---|---|---|---|---|---|---|')
-    for name, secs, files, mibs, p50, p99 in rows:
+          'fsync p99 ms | MiB/s vs none | p50 vs none | p99 vs none | '
+          'QEMU CPU |')
+    print('|---|---|---|---|---|---|---|---|---|---|')
+    for name, secs, files, mibs, p50, p99, cpu in rows:
         print(f'| {name} | {secs:.0f} | {files} | {mibs:.1f} | {p50:.1f} | '
               f'{p99:.1f} | {mibs / base[3]:.2f} | {p50 / base[4]:.1f} | '
-              f'{p99 / base[5]:.1f} |')
+              f'{p99 / base[5]:.1f} | {cpu:.0f}% |')
     subprocess.run(['rm', '-rf', work])
 
 
