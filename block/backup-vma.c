@@ -528,6 +528,12 @@ static bool backup_vma_add_config(BackupVmaArchive *a, const char *path,
     return backup_vma_archive_add_config(a, name, data, len, errp);
 }
 
+static bool backup_vma_node_has_parents(BlockDriverState *bs)
+{
+    GRAPH_RDLOCK_GUARD_MAINLOOP();
+    return !QLIST_EMPTY(&bs->parents);
+}
+
 /*
  * Find the fleecing image of each disk that gets one: from @images, or
  * "<device>-fleecing" for all disks with @fleecing.  An image must be
@@ -597,7 +603,7 @@ static bool backup_vma_prepare_fleecing(BackupVmaState *s, bool fleecing,
                 return false;
             }
         }
-        if (!QLIST_EMPTY(&image->parents)) {
+        if (backup_vma_node_has_parents(image)) {
             error_setg(errp, "fleecing image '%s' of '%s' is in use",
                        bdrv_get_node_name(image), s->devs[i].name);
             return false;

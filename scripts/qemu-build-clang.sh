@@ -44,8 +44,8 @@ hash=$(printf '%s\n' "${ARGS[@]}" | sha256sum | cut -d' ' -f1)
 if [ ! -f "$BUILD/build.ninja" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$hash" ]; then
     mkdir -p "$BUILD"
     say "configure ${ARGS[*]}"
-    if ! (cd "$BUILD" && ../configure "${ARGS[@]}") >"$LOG" 2>&1; then
-        tail -n 30 "$LOG" >&2
+    if ! (cd "$BUILD" && ../configure "${ARGS[@]}") >"$LOG.configure" 2>&1; then
+        tail -n 30 "$LOG.configure" >&2
         say "configure failed"
         exit 1
     fi
@@ -54,7 +54,7 @@ fi
 grep -q -- '-Wthread-safety' "$BUILD/build.ninja" ||
     { say "configure did not enable -Wthread-safety"; exit 1; }
 say "ninja -C $BUILD (log: $LOG)"
-if ! ninja -C "$BUILD" >>"$LOG" 2>&1; then
+if ! ninja -C "$BUILD" >"$LOG" 2>&1; then
     grep -E 'error:|warning:' "$LOG" | sort -u | head -40 >&2
     say "build failed"
     exit 1
