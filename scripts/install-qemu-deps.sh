@@ -18,6 +18,7 @@
 #    outputs (185).
 #  - libfuse3-dev (FUSE exports of qemu-storage-daemon: `vma mount`) and
 #    librbd-dev (the rbd driver: disks on Ceph).
+#  - strace (iotest backup-vma-robustness sees the archive fdatasync()ed).
 #  qemu-utils / qemu-system-* are deliberately not installed: we build our own.
 set -euo pipefail
 
@@ -25,7 +26,7 @@ MESON_MIN=1.5
 PACKAGES=(ninja-build flex bison python3 python3-venv gcc gcc-multilib make
           pkgconf libglib2.0-dev libpixman-1-dev libaio-dev zlib1g-dev
           uuid-dev libfdt-dev libzstd-dev ccache dpkg-dev xz-utils git rsync
-          seabios ipxe-qemu libfuse3-dev fuse3 librbd-dev)
+          seabios ipxe-qemu libfuse3-dev fuse3 librbd-dev strace)
 SRC_LIST=/etc/apt/sources.list.d/vma-qemu-trixie-src.sources
 BPO_LIST=/etc/apt/sources.list.d/vma-bookworm-backports.sources
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
