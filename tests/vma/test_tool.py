@@ -2088,6 +2088,21 @@ class ReferenceCommandLine(ToolTest):
         self.assertFalse(os.path.exists(os.path.join(self.box, "o2")))
 
 
+    def test_extract_d_and_the_ram_state(self):
+        """-d selects the RAM state only when it is named (documented
+        difference from the reference)"""
+        vm = random_data(70000, 226)
+        arch = self.gen("a.vma", [("a", mixed_data(5000, 227))], [],
+                        vmstate=vm)
+        o1 = os.path.join(self.box, "o1")
+        self.ok(self.vma("extract", arch, "-d", "a", o1))
+        self.assertEqual(tree(o1), ["disk-a.raw"])
+        o2 = os.path.join(self.box, "o2")
+        self.ok(self.vma("extract", arch, "-d", "a,vmstate", o2))
+        self.assertEqual(tree(o2), ["disk-a.raw", "vmstate.bin"])
+        self.assertFileData(os.path.join(o2, "vmstate.bin"), vm)
+
+
 class BlobPadding(ToolTest):
     """Blob buffers padded past their last blob (issue 8, point 4)"""
 
