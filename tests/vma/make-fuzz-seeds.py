@@ -44,6 +44,14 @@ def main():
                 make_disk(disk, size, rng)
                 args += ["-d", f"format=raw:drive-{j}={disk}"]
             subprocess.run(args, check=True)
+    # What `vma create` no longer writes but readers must take: a disk size
+    # that is not a multiple of 512 and a zero-padded blob buffer (vmagen)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import vmagen
+    vmagen.write_archive(os.path.join(corpus, "seed-odd.vma"),
+                         [("drive-0", rng.randbytes(1000))],
+                         [("qemu-server.conf", b"memory: 512\n")],
+                         blob_pad=3)
 
 
 if __name__ == "__main__":
