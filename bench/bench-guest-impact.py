@@ -15,7 +15,8 @@ After a 10 s warm-up, phases one after another in the same VM, each
 `seconds` long (default 15), the sequence repeated `rounds` times (default
 3; the machine is shared, interleaving spreads its noise over all phases):
   none            no backup
-  file            backups to a file, unthrottled, one after another
+  file            backups to a file, unthrottled, one after another (in
+                  $BENCH_ARCHIVE_DIR if set, else next to the disk image)
   pipe            a backup into a pipe read at 20 MiB/s (cancelled at the
                   end of the phase)
   pipe+fleecing   the same with a fleecing image (qcow2, discard=unmap)
@@ -88,7 +89,8 @@ def phase_file(vm, work, seconds):
     end = time.monotonic() + seconds
     n = 0
     while True:
-        archive = os.path.join(work, f'bench-{n}.vma')
+        archive = os.path.join(os.environ.get('BENCH_ARCHIVE_DIR', work),
+                               f'bench-{n}.vma')
         vm.qmp.cmd('backup', backup_file=archive, devlist=DEV)
         st = wait_backup(vm)
         if st['status'] != 'done':
