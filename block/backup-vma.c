@@ -250,11 +250,14 @@ static void backup_vma_job_cb(void *opaque, int ret)
                                                dev->name, strerror(-ret));
         backup_vma_abort(s, msg);
     } else if (ret < 0 && s->phase != BACKUP_VMA_ABORTING) {
-        /* Not ours: block-job-cancel, or the node went away */
-        g_autofree char *msg = g_strdup_printf(
-            "backup of '%s' cancelled from outside the backup "
-            "(block-job-cancel or job-cancel)", dev->name);
-        backup_vma_abort(s, msg);
+        /*
+         * Not ours: one of the jobs was cancelled from outside, and the
+         * transaction aborted all of them (which one came first is not
+         * known here: they all end as cancelled)
+         */
+        backup_vma_abort(s, "backup cancelled from outside: one of its jobs "
+                         "(vma-backup-<disk>) got block-job-cancel or "
+                         "job-cancel");
     }
     if (++s->jobs_ended == s->n_devs) {
         backup_vma_end(s);
