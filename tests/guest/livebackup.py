@@ -204,6 +204,7 @@ def run_case(env, case, work, res, say=print, echo=None, first_done=30):
         res['overlap_files'] = vm.last_number('DONE') - acked[0]
         if st.get('status') != 'done':
             raise CaseFailed(f'backup ended with {st}')
+        res['status'] = st
         if not vm.wait_line(r'^DONE ', 10, len(vm.lines) - 1):
             raise CaseFailed('the guest stopped writing after the backup')
     finally:
@@ -223,7 +224,9 @@ def run_case(env, case, work, res, say=print, echo=None, first_done=30):
             os.unlink(os.path.join(work, f))
     say(f'backup done in {res["backup_s"]:.1f}s, '
         f'{res["overlap_mib"]:.1f} MiB ({res["overlap_files"]} files) '
-        f'written by the guest meanwhile; archive {archive} '
+        f'written by the guest meanwhile; query-backup: total '
+        f'{st["total"] / MiB:.1f} MiB, {st.get("zero-bytes", 0) / MiB:.1f} '
+        f'MiB of it zero; archive {os.path.basename(archive)} '
         f'{res["archive_bytes"] / MiB:.1f} MiB; the live disks now differ '
         f'from the backup point in {res["changed_mib"]:.1f} MiB')
     if res['changed_mib'] == 0:
