@@ -314,7 +314,9 @@ def check_restored(env, case, work, restored, acked, say=print, echo=None,
             raise CaseFailed('checker missed the damage: ' + '; '.join(lines))
     elif 'VMATEST CHECK OK' not in lines:
         raise CaseFailed('checker: ' + '; '.join(lines or [vm.text()[-1500:]]))
-    say(f'checker VM ({time.monotonic() - t:.1f}s): ' + '; '.join(lines))
+    say(f'checker VM ({time.monotonic() - t:.1f}s)'
+        f'{" on disks damaged on purpose" if expect_damage else ""}: ' +
+        '; '.join(lines))
     return lines
 
 
