@@ -117,9 +117,11 @@ def to_raw(env, path, fmt, out):
 
 
 def run_case(env, case, work, res, say=print, echo=None, first_done=30):
-    """Fills the dict res; raises CaseFailed on the first failure.
-    res: backup_ok, identical (the steps that passed), acked (fs, blk), overlap_mib, backup_s, archive_bytes,
-    restored (list of (dev, path, fmt)), check (the checker's lines)."""
+    """Fills the dict res as it goes; raises CaseFailed on the first
+    failure.  res: backup_ok and identical (the steps that passed), acked
+    (last file and block acknowledged at the backup point), overlap_mib,
+    changed_mib, backup_s, archive_bytes, restored (list of (dev, path,
+    fmt))."""
     os.makedirs(work, exist_ok=True)
     disks = make_disks(env, work)
     sizes = {dev: (FS_SIZE if dev == FS_DEV else BLK_SIZE)
