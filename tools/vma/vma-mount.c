@@ -1,17 +1,20 @@
 /*
  * vma mount / umount / serve: the disks of an archive, without extracting
  *
- *   vma mount <archive> <dir>      each disk as <dir>/<devname>.raw
+ *   vma mount <archive> <dir>      each disk as <dir>/<devname>.raw, each
+ *                                  partition as <dir>/<devname>-part<N>.raw
  *   vma umount <dir>
  *   vma serve <archive> (--socket <path> | --tcp <host>:<port>)
  *             [--pidfile <file>]
  *
  * All three run qemu-storage-daemon with QEMU's read-only vma block driver
- * on the archive (one node per disk): FUSE exports for mount (the daemon
- * runs in the background until umount), NBD exports named after the disks
- * for serve (in the foreground, until it is stopped; the pid file, if
- * asked for, appears once every export is up).  The archive is
- * opened at random access: it must be an uncompressed file.
+ * on the archive (one node per disk, and a raw node with offset and size
+ * per partition the disk's MBR or GPT lists: vma-partitions.c): FUSE
+ * exports for mount (the daemon runs in the background until umount), NBD
+ * exports named <devname> and <devname>-part<N> for serve (in the
+ * foreground, until it is stopped; the pid file, if asked for, appears
+ * once every export is up).  The archive is opened at random access: it
+ * must be an uncompressed file.
  *
  * Copyright (c) the VMA backup authors
  *
@@ -21,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +32,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "vma-cmd.h"
+#include "vma-partitions.h"
 
 /* Files vma mount keeps in the mount directory */
 #define MOUNT_PIDFILE   ".vma-mount.pid"
@@ -38,14 +43,93 @@
 typedef struct ExportDisk {
     uint8_t dev_id;
     char *name;
+    uint64_t size;
+    GArray *parts;          /* VmaPartition */
 } ExportDisk;
 
 static void export_disks_free(GArray *disks)
 {
     for (guint i = 0; i < disks->len; i++) {
-        g_free(g_array_index(disks, ExportDisk, i).name);
+        ExportDisk *d = &g_array_index(disks, ExportDisk, i);
+
+        g_free(d->name);
+        if (d->parts) {
+            g_array_free(d->parts, true);
+        }
     }
     g_array_free(disks, true);
+}
+
+/* Where the first cluster of each disk is, found by vma_reader_scan() */
+typedef struct FirstClusters {
+    int fd;
+    uint16_t mask[VMA_MAX_DEVICES];
+    uint64_t offset[VMA_MAX_DEVICES];
+} FirstClusters;
+
+static ssize_t pread_archive(void *opaque, void *buf, size_t len,
+                             uint64_t offset)
+{
+    FirstClusters *fc = opaque;
+    ssize_t n;
+
+    do {
+        n = pread(fc->fd, buf, len, offset);
+    } while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : n;
+}
+
+static bool note_first_cluster(void *opaque, const VmaDeviceInfo *dev,
+                               uint64_t cluster_num, uint16_t mask,
+                               uint64_t data_offset, GError **errp)
+{
+    FirstClusters *fc = opaque;
+
+    if (cluster_num == 0) {
+        fc->mask[dev->dev_id] = mask;
+        fc->offset[dev->dev_id] = data_offset;
+    }
+    return true;
+}
+
+/*
+ * The partitions of each disk, from the partition table in its first
+ * cluster.  Reads (and so checks) every extent header of the archive, as
+ * the vma driver will.
+ */
+static bool find_partitions(VmaReader *r, int fd, uint64_t archive_size,
+                            GArray *disks, GError **errp)
+{
+    g_autofree FirstClusters *fc = g_new0(FirstClusters, 1);
+    g_autofree uint8_t *first = g_malloc(VMA_CLUSTER_SIZE);
+
+    fc->fd = fd;
+    if (!vma_reader_scan(r, pread_archive, fc, archive_size,
+                         note_first_cluster, fc, errp)) {
+        return false;
+    }
+    for (guint i = 0; i < disks->len; i++) {
+        ExportDisk *d = &g_array_index(disks, ExportDisk, i);
+        uint64_t off = fc->offset[d->dev_id];
+        size_t len = MIN(VMA_CLUSTER_SIZE, d->size);
+
+        memset(first, 0, VMA_CLUSTER_SIZE);
+        for (unsigned b = 0; b < VMA_BLOCKS_PER_CLUSTER; b++) {
+            if (!(fc->mask[d->dev_id] & (1u << b))) {
+                continue;
+            }
+            if (pread_archive(fc, first + b * VMA_BLOCK_SIZE, VMA_BLOCK_SIZE,
+                              off) != VMA_BLOCK_SIZE) {
+                g_set_error(errp, VMA_ERROR, VMA_ERROR_IO, "archive offset "
+                            "%" PRIu64 ": cannot read the first cluster of "
+                            "'%s'", off, d->name);
+                return false;
+            }
+            off += VMA_BLOCK_SIZE;
+        }
+        d->parts = vma_partitions_parse(first, len, d->size);
+    }
+    return true;
 }
 
 /*
@@ -109,6 +193,7 @@ static GArray *archive_disks(const char *archive, GError **errp)
     VmaReader *r;
     uint8_t magic[4] = { 0 };
     struct stat st;
+    bool ok;
     int fd;
 
     fd = open(archive, O_RDONLY | O_CLOEXEC);
@@ -144,14 +229,14 @@ static GArray *archive_disks(const char *archive, GError **errp)
         }
     }
     r = vma_reader_new_fd(fd, errp);
-    close(fd);
     if (!r) {
+        close(fd);
         return NULL;
     }
     disks = g_array_new(false, true, sizeof(ExportDisk));
     for (unsigned i = 0; i < vma_reader_get_device_count(r); i++) {
         const VmaDeviceInfo *dev = vma_reader_get_device(r, i);
-        ExportDisk d = { .dev_id = dev->dev_id };
+        ExportDisk d = { .dev_id = dev->dev_id, .size = dev->size };
 
         if (dev->is_vmstate) {
             continue;
@@ -161,10 +246,17 @@ static GArray *archive_disks(const char *archive, GError **errp)
                  g_strdup(dev->name) : g_strdup_printf("disk%u", dev->dev_id);
         g_array_append_val(disks, d);
     }
-    vma_reader_free(r);
     if (!disks->len) {
         g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
                     "'%s' holds no disk", archive);
+        ok = false;
+    } else {
+        /* st_size is 0 for a block device */
+        ok = find_partitions(r, fd, lseek(fd, 0, SEEK_END), disks, errp);
+    }
+    vma_reader_free(r);
+    close(fd);
+    if (!ok) {
         export_disks_free(disks);
         return NULL;
     }
@@ -190,8 +282,57 @@ static GPtrArray *daemon_args(const char *qsd, const char *archive,
         g_ptr_array_add(argv, g_strdup_printf("driver=vma,node-name=disk%u,"
                                               "file=archive,read-only=on,"
                                               "dev-id=%u", i, d->dev_id));
+        for (guint j = 0; j < d->parts->len; j++) {
+            VmaPartition *p = &g_array_index(d->parts, VmaPartition, j);
+
+            g_ptr_array_add(argv, g_strdup("--blockdev"));
+            g_ptr_array_add(argv, g_strdup_printf(
+                "driver=raw,node-name=disk%up%u,file=disk%u,read-only=on,"
+                "offset=%" PRIu64 ",size=%" PRIu64, i, p->number, i,
+                p->offset, p->size));
+        }
     }
     return argv;
+}
+
+/* What is exported: each disk ("<devname>"), then its partitions */
+typedef struct Export {
+    char *name;             /* "<devname>" or "<devname>-part<N>" */
+    char *node;             /* its node in daemon_args() */
+} Export;
+
+static void exports_free(GArray *exports)
+{
+    for (guint i = 0; i < exports->len; i++) {
+        g_free(g_array_index(exports, Export, i).name);
+        g_free(g_array_index(exports, Export, i).node);
+    }
+    g_array_free(exports, true);
+}
+
+static GArray *export_list(GArray *disks)
+{
+    GArray *exports = g_array_new(false, false, sizeof(Export));
+
+    for (guint i = 0; i < disks->len; i++) {
+        ExportDisk *d = &g_array_index(disks, ExportDisk, i);
+        Export e = {
+            .name = g_strdup(d->name),
+            .node = g_strdup_printf("disk%u", i),
+        };
+
+        g_array_append_val(exports, e);
+        for (guint j = 0; j < d->parts->len; j++) {
+            VmaPartition *p = &g_array_index(d->parts, VmaPartition, j);
+            Export pe = {
+                .name = g_strdup_printf("%s-part%u", d->name, p->number),
+                .node = g_strdup_printf("disk%up%u", i, p->number),
+            };
+
+            g_array_append_val(exports, pe);
+        }
+    }
+    return exports;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -199,14 +340,14 @@ static GPtrArray *daemon_args(const char *qsd, const char *archive,
 /* ------------------------------------------------------------------------ */
 
 /* Remove what mount put into @dir (the exported files, its own files) */
-static void mount_cleanup(const char *dir, GArray *disks, bool made_dir)
+static void mount_cleanup(const char *dir, GArray *exports, bool made_dir)
 {
     g_autofree char *pidfile = g_build_filename(dir, MOUNT_PIDFILE, NULL);
     g_autofree char *state = g_build_filename(dir, MOUNT_STATE, NULL);
 
-    for (guint i = 0; disks && i < disks->len; i++) {
+    for (guint i = 0; i < exports->len; i++) {
         g_autofree char *f = g_strdup_printf("%s/%s.raw", dir,
-                                             g_array_index(disks, ExportDisk,
+                                             g_array_index(exports, Export,
                                                            i).name);
         unlink(f);
     }
@@ -254,8 +395,8 @@ static bool do_mount(const char *archive, const char *dir, GError **errp)
     g_autofree char *out = NULL, *err_text = NULL;
     g_autofree char *abs_dir = NULL;
     g_autofree char *state_file = NULL;
-    GArray *disks;
-    bool made_dir;
+    GArray *disks, *exports;
+    bool made_dir, mounted = false, ok = false;
     int status;
 
     if (!qsd) {
@@ -271,10 +412,12 @@ static bool do_mount(const char *archive, const char *dir, GError **errp)
     }
     abs_dir = g_canonicalize_filename(dir, NULL);
     argv = daemon_args(qsd, archive, disks);
+    exports = export_list(disks);
+    export_disks_free(disks);
     g_string_append_printf(state, "made_dir=%d\n", made_dir);
-    for (guint i = 0; i < disks->len; i++) {
-        ExportDisk *d = &g_array_index(disks, ExportDisk, i);
-        g_autofree char *file = g_strdup_printf("%s/%s.raw", abs_dir, d->name);
+    for (guint i = 0; i < exports->len; i++) {
+        Export *e = &g_array_index(exports, Export, i);
+        g_autofree char *file = g_strdup_printf("%s/%s.raw", abs_dir, e->name);
         g_autofree char *mountpoint = opt_escape(file);
         int fd;
 
@@ -285,23 +428,19 @@ static bool do_mount(const char *archive, const char *dir, GError **errp)
 
             g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(err),
                         "cannot create '%s': %s", file, g_strerror(err));
-            mount_cleanup(abs_dir, disks, made_dir);
-            export_disks_free(disks);
-            return false;
+            goto out;
         }
         close(fd);
-        g_string_append_printf(state, "file=%s.raw\n", d->name);
+        g_string_append_printf(state, "file=%s.raw\n", e->name);
         g_ptr_array_add(argv, g_strdup("--export"));
         g_ptr_array_add(argv, g_strdup_printf("type=fuse,id=export%u,"
-                                              "node-name=disk%u,"
+                                              "node-name=%s,"
                                               "mountpoint=%s,writable=off",
-                                              i, i, mountpoint));
+                                              i, e->node, mountpoint));
     }
     state_file = g_build_filename(abs_dir, MOUNT_STATE, NULL);
     if (!g_file_set_contents(state_file, state->str, -1, errp)) {
-        mount_cleanup(abs_dir, disks, made_dir);
-        export_disks_free(disks);
-        return false;
+        goto out;
     }
     g_ptr_array_add(argv, g_strdup("--pidfile"));
     g_ptr_array_add(argv, g_build_filename(abs_dir, MOUNT_PIDFILE, NULL));
@@ -311,24 +450,26 @@ static bool do_mount(const char *archive, const char *dir, GError **errp)
     /* The daemon's parent exits once every export is up (or failed) */
     if (!g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_DEFAULT,
                       NULL, NULL, &out, &err_text, &status, errp)) {
-        mount_cleanup(abs_dir, disks, made_dir);
-        export_disks_free(disks);
-        return false;
+        goto out;
     }
     if (!g_spawn_check_wait_status(status, NULL)) {
         g_strchomp(err_text);
         g_set_error(errp, VMA_ERROR, VMA_ERROR_IO, "%s failed: %s", QSD_NAME,
                     *err_text ? err_text : "no message");
-        mount_cleanup(abs_dir, disks, made_dir);
-        export_disks_free(disks);
-        return false;
+        goto out;
     }
-    for (guint i = 0; i < disks->len; i++) {
-        printf("%s/%s.raw\n", abs_dir,
-               g_array_index(disks, ExportDisk, i).name);
+    mounted = true;
+    for (guint i = 0; i < exports->len; i++) {
+        printf("%s/%s.raw\n", abs_dir, g_array_index(exports, Export, i).name);
     }
-    export_disks_free(disks);
-    return vma_flush_stdout(errp);
+    ok = vma_flush_stdout(errp);
+
+out:
+    if (!mounted) {
+        mount_cleanup(abs_dir, exports, made_dir);
+    }
+    exports_free(exports);
+    return ok;
 }
 
 int vma_cmd_mount(int argc, char **argv)
@@ -463,7 +604,7 @@ int vma_cmd_serve(int argc, char **argv)
     g_autofree char *qsd = NULL;
     g_autofree char *addr = NULL;
     const char *socket_path = NULL, *tcp = NULL, *pidfile = NULL;
-    GArray *disks;
+    GArray *disks, *exports;
     int c;
 
     while ((c = getopt_long(argc, argv, ":hs:t:p:", longopts, NULL)) != -1) {
@@ -514,24 +655,27 @@ int vma_cmd_serve(int argc, char **argv)
         return vma_cmd_fail(err);
     }
     args = daemon_args(qsd, argv[optind], disks);
+    exports = export_list(disks);
+    export_disks_free(disks);
     g_ptr_array_add(args, g_strdup("--nbd-server"));
     g_ptr_array_add(args, g_steal_pointer(&addr));
-    for (guint i = 0; i < disks->len; i++) {
-        ExportDisk *d = &g_array_index(disks, ExportDisk, i);
-        g_autofree char *name = opt_escape(d->name);
+    for (guint i = 0; i < exports->len; i++) {
+        Export *e = &g_array_index(exports, Export, i);
+        g_autofree char *name = opt_escape(e->name);
 
         g_ptr_array_add(args, g_strdup("--export"));
         g_ptr_array_add(args, g_strdup_printf("type=nbd,id=export%u,"
-                                              "node-name=disk%u,name=%s,"
-                                              "writable=off", i, i, name));
+                                              "node-name=%s,name=%s,"
+                                              "writable=off", i, e->node,
+                                              name));
         if (socket_path) {
             fprintf(stderr, "vma: serving nbd+unix:///%s?socket=%s\n",
-                    d->name, socket_path);
+                    e->name, socket_path);
         } else {
-            fprintf(stderr, "vma: serving nbd://%s/%s\n", tcp, d->name);
+            fprintf(stderr, "vma: serving nbd://%s/%s\n", tcp, e->name);
         }
     }
-    export_disks_free(disks);
+    exports_free(exports);
     if (pidfile) {
         /* Written once every export is up */
         g_ptr_array_add(args, g_strdup("--pidfile"));
