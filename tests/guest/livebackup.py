@@ -209,6 +209,12 @@ def run_case(env, case, work, res, say=print, echo=None, first_done=30):
         res['status'] = st
         if not vm.wait_line(r'^DONE ', 10, len(vm.lines) - 1):
             raise CaseFailed('the guest stopped writing after the backup')
+        if vm.last_number('BLK') <= acked[1]:
+            raise CaseFailed('the block writer made no progress during the '
+                             'backup')
+        errors = [line for _, line in vm.lines if line and 'ERROR' in line]
+        if errors:
+            raise CaseFailed(f'the guest reported: {errors[:3]}')
     finally:
         vm.kill()
         if zstd:
