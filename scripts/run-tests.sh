@@ -108,8 +108,10 @@ main() {
     echo "== standalone builds: $((SECONDS - start))s"
     mkdir -p "$LOGDIR"
 
-    run_tap_group unit build/test-vma-writer build/test-vma-reader
-    run_tap_group unit-asan build-asan/test-vma-writer build-asan/test-vma-reader
+    run_tap_group unit build/test-vma-writer build/test-vma-reader \
+        build/test-vma-partitions
+    run_tap_group unit-asan build-asan/test-vma-writer build-asan/test-vma-reader \
+        build-asan/test-vma-partitions
     run_summary_group tool env VMA_BIN="$ROOT/build/vma" python3 tests/vma/test_tool.py
     run_summary_group tool-asan env VMA_BIN="$ROOT/build-asan/vma" \
         ASAN_OPTIONS=detect_leaks=1 python3 tests/vma/test_tool.py
