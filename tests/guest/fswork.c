@@ -113,6 +113,9 @@ static int do_write(const char *dir, uint64_t seed, uint64_t ops,
             if (ioctl(dirfd, FITRIM, &range) < 0) {
                 dprintf(1, "FSWORK no FITRIM: %s\n", strerror(errno));
                 trim_ok = 0;
+            } else if (n == trim) {
+                dprintf(1, "TRIM %" PRIu64 " bytes\n",
+                        (uint64_t)range.len);
             }
         }
     }

@@ -212,7 +212,8 @@ def run_case(env, case, work, res, say=print, echo=None, first_done=30):
         if vm.last_number('BLK') <= acked[1]:
             raise CaseFailed('the block writer made no progress during the '
                              'backup')
-        errors = [line for _, line in vm.lines if line and 'ERROR' in line]
+        errors = [line for _, line in vm.lines
+                  if line and ('ERROR' in line or 'no FITRIM' in line)]
         if errors:
             raise CaseFailed(f'the guest reported: {errors[:3]}')
     finally:
