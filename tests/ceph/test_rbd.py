@@ -281,6 +281,7 @@ class TestLiveBackup(RbdTestCase):
         archive = self.path('backup.vma')
         self.vm.cmd('stop')
         ref_rbd, ref_local = self.reference()
+        fleece_size = os.path.getsize(fleece)
         self.vm.cmd('backup', backup_file=archive, speed=8 * MiB,
                     devlist='drive-rbd0,drive-local0',
                     fleecing_images=[{'device': 'drive-rbd0',
@@ -290,6 +291,12 @@ class TestLiveBackup(RbdTestCase):
         # writes goes there
         writes = self.write_during_backup(random.Random(4))
         self.assertEqual(self.vm.cmd('query-backup')['status'], 'active')
+        # the old data of those writes (one 64 KiB cluster or two each)
+        # went to the local fleecing image
+        rbd_writes = sum(1 for dev, _, _ in writes if dev == 'dev0')
+        grown = os.path.getsize(fleece) - fleece_size
+        self.assertGreaterEqual(grown, rbd_writes // 2 * 65536,
+                                f'{rbd_writes} writes')
         self.unthrottle_jobs()
         st = self.wait_backup()
         self.assertEqual(st['status'], 'done', st.get('errmsg'))
