@@ -12,6 +12,13 @@ through the backup's copy-before-write filter).  Archives are checked with
 the `vma` tool of the same build; references are taken with `rbd export`,
 independently of QEMU.  Last line: "N passed, N failed, N skipped".
 
+Covered: a live backup of an RBD disk and a local qcow2 under guest
+writes, with and without a local fleecing image, restored bit-exactly;
+the OSD requests of a backup (per 4 MiB object) and of a guest write
+during it; `vma extract -r` into RBD (rbd: and json: targets, throttling,
+flag 1 over old data, wrong sizes refused untouched); the vma driver on an
+archive stored in an RBD image; instant restore into an RBD image.
+
 Copyright (c) the VMA backup authors
 SPDX-License-Identifier: GPL-2.0-or-later
 """
