@@ -359,6 +359,25 @@ class TestReadsPerObject(RbdTestCase):
                              f'{self.read_ops} reads')
 
 
+class TestEmptyImage(RbdTestCase):
+    """An RBD image never written: block status (librbd's diff) tells the
+    backup it is all zero, so no data is read"""
+
+    def test_no_data_read(self):
+        size = 8 << 30
+        self.launch([rbd_blockdev('drive-rbd0',
+                                  self.new_image('empty', size=size))])
+        before = osd_reads()
+        archive = self.path('b.vma')
+        self.vm.cmd('backup', backup_file=archive)
+        st = self.wait_backup(timeout=60)
+        self.assertEqual(st['status'], 'done', st.get('errmsg'))
+        after = osd_reads()
+        self.assertEqual(st['zero-bytes'], size)
+        self.assertLess(after[1] - before[1], 64 * 1024)    # metadata only
+        self.assertLess(os.path.getsize(archive), 4 * MiB)
+
+
 class TestGuestWriteReads(RbdTestCase):
     """What a guest write during the backup asks of the OSD: one 64 KiB
     read (the cluster's old data) where the backup has not been yet, none
