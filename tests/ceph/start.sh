@@ -15,7 +15,8 @@
 #
 # CEPH_MEMSTORE_BYTES caps the OSD's memory store (default 6 GiB; memory is
 # only used for data actually written).  On failure the daemons already
-# started are stopped again and the exit status is non-zero.
+# started are stopped again (<dir> and its logs stay) and the exit status
+# is non-zero.
 # Needs root for the package install (scripts/install-ceph-deps.sh).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -118,9 +119,11 @@ EOF
 fail() {
     say "FAILED: $*; logs in $DIR/log"
     tail -n 5 "$DIR"/log/*.log >&2 2>/dev/null || true
-    "$HERE/stop.sh" "$DIR" || true
+    "$HERE/stop.sh" --keep "$DIR" || true
     exit 1
 }
+# whatever else fails from here on: the daemons started so far go too
+trap 'fail "command failed at line $LINENO"' ERR
 # start <log name> <daemon> <args>...: run a daemon in the foreground (-f),
 # in the background, in its own session (the caller's Ctrl-C does not reach
 # it; stop.sh does), and record its PID
