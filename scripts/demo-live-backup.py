@@ -47,8 +47,9 @@ def console(line):
         return
     if words[:1] == ['BLK'] and int(words[1]) % 320:
         return
-    if words[:1] == ['DONE']:
-        line += '   (file n durable: written, fsync\'ed, renamed; size, fsync usec)'
+    if words[:2] == ['DONE', '10']:
+        line += ('   <- file 10 is durable (written, fsync\'ed, renamed);'
+                 ' its size, its fsync in usec')
     print(f'    guest| {line}', flush=True)
 
 
