@@ -157,13 +157,18 @@ def main():
     case = Case('instant', seed[0])
     start = time.monotonic()
     work = tempfile.mkdtemp(prefix='vma-guest-instant.', dir='/var/tmp')
-    kit = build_kit()
-    accel, why = choose_accel(os.path.join(build, 'qemu-system-x86_64'),
-                              kit, work)
+    try:
+        kit = build_kit()
+        accel, why = choose_accel(os.path.join(build, 'qemu-system-x86_64'),
+                                  kit, work)
+    except (OSError, subprocess.CalledProcessError) as e:
+        # not a reason to skip: the kit or QEMU is broken
+        print(f'FAILED to start: {e}')
+        kit, accel, why = None, 'broken', str(e)
     print(f'guest kit {kit}; accelerator: {accel or "none"} ({why})',
           flush=True)
     ok = {}
-    if accel:
+    if accel and kit:
         env = Env(build, vma, kit, accel)
         print(f'--- {case}', flush=True)
         res = {}
