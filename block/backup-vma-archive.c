@@ -26,6 +26,9 @@ struct BackupVmaArchive {
     void (*done_cb)(void *opaque);
     void (*fail_cb)(void *opaque);
     void *opaque;
+    /* Main loop BHs calling them; deleted (so never run) with the archive */
+    QEMUBH *done_bh;
+    QEMUBH *fail_bh;
 
     /* Protects @writer and the order of what goes into @output */
     QemuMutex lock;
@@ -43,6 +46,9 @@ struct BackupVmaArchive {
     /* The first error; set once under @lock */
     char *errmsg;
 };
+
+static void archive_done_bh(void *opaque);
+static void archive_fail_bh(void *opaque);
 
 /* The writer's output callback: called under @lock, never waits */
 static int archive_output_cb(void *opaque, const void *buf, size_t len)
@@ -64,6 +70,8 @@ BackupVmaArchive *backup_vma_archive_new(BackupVmaOutput *out,
     a->done_cb = done_cb;
     a->fail_cb = fail_cb;
     a->opaque = opaque;
+    a->done_bh = aio_bh_new(qemu_get_aio_context(), archive_done_bh, a);
+    a->fail_bh = aio_bh_new(qemu_get_aio_context(), archive_fail_bh, a);
     memcpy(a->uuid, uuid, VMA_UUID_SIZE);
     qemu_mutex_init(&a->lock);
     a->writer = vma_writer_new(uuid, time(NULL), archive_output_cb, a);
@@ -75,6 +83,8 @@ void backup_vma_archive_free(BackupVmaArchive *a)
     if (!a) {
         return;
     }
+    qemu_bh_delete(a->done_bh);
+    qemu_bh_delete(a->fail_bh);
     backup_vma_output_close(a->output);
     vma_writer_free(a->writer);
     qemu_mutex_destroy(&a->lock);
@@ -132,7 +142,7 @@ static void archive_done_bh(void *opaque)
 void backup_vma_archive_producer_done(BackupVmaArchive *a)
 {
     if (qatomic_fetch_dec(&a->producers) == 1) {
-        aio_bh_schedule_oneshot(qemu_get_aio_context(), archive_done_bh, a);
+        qemu_bh_schedule(a->done_bh);
     }
 }
 
@@ -156,7 +166,7 @@ archive_fail_va(BackupVmaArchive *a, int error, const char *fmt, va_list ap)
     }
     backup_vma_output_fail(a->output, error);
     if (!qatomic_xchg(&a->failed, true)) {
-        aio_bh_schedule_oneshot(qemu_get_aio_context(), archive_fail_bh, a);
+        qemu_bh_schedule(a->fail_bh);
     }
 }
 

@@ -82,6 +82,7 @@ struct BackupVmaOutput {
     bool armed;                 /* the thread may write */
     bool closing;               /* no more appends: write the rest, sync */
     bool thread_done;
+    bool all_written;           /* the thread wrote the last byte */
     bool complete;              /* everything written (and synced) */
     int error;                  /* sticky negative errno */
     uint64_t written;           /* atomic: bytes the consumer took */
@@ -234,22 +235,31 @@ static void output_unref(BackupVmaOutput *out)
 
 /* Waking producers; called with @lock held */
 
+/*
+ * Let @co run again, later, in its own AioContext.  Never aio_co_wake(): in
+ * the main thread it would enter a main-loop coroutine at once, under
+ * @lock, which the coroutine then takes again.
+ */
+static void output_wake(Coroutine *co)
+{
+    aio_co_schedule(qemu_coroutine_get_aio_context(co), co);
+}
+
 static void output_wake_waiters_locked(BackupVmaOutput *out)
 {
     GSList *waiters = out->waiters;
 
     out->waiters = NULL;
     for (GSList *l = waiters; l; l = l->next) {
-        /* Enters later in the coroutine's own AioContext */
-        aio_co_wake(l->data);
+        output_wake(l->data);
     }
     g_slist_free(waiters);
 }
 
 static void output_set_error_locked(BackupVmaOutput *out, int error)
 {
-    if (out->complete) {
-        return;     /* too late: the archive is whole */
+    if (out->all_written) {
+        return;     /* too late: the archive is whole (maybe syncing) */
     }
     if (!out->error) {
         out->error = error;
@@ -347,7 +357,7 @@ static void output_finish_locked(BackupVmaOutput *out)
     out->thread_done = true;
     output_wake_waiters_locked(out);
     if (out->finish_co) {
-        aio_co_wake(out->finish_co);
+        output_wake(out->finish_co);
         out->finish_co = NULL;
     }
 }
@@ -384,13 +394,18 @@ static void *output_thread(void *opaque)
             output_wake_waiters_locked(out);
         }
     }
-    if (!out->error && out->kind == OUTPUT_FILE) {
+    out->all_written = !out->error;
+    if (out->all_written && out->kind == OUTPUT_FILE) {
         qemu_mutex_unlock(&out->lock);
         ret = qemu_fdatasync(out->fd) < 0 ? -errno : 0;
         qemu_mutex_lock(&out->lock);
         if (ret < 0) {
+            out->all_written = false;
             output_set_error_locked(out, ret);
         }
+    }
+    if (out->error && out->kind == OUTPUT_FILE && ftruncate(out->fd, 0) < 0) {
+        /* Only a courtesy: an incomplete archive never verifies anyway */
     }
     out->complete = !out->error;
     output_finish_locked(out);

@@ -48,6 +48,7 @@
 #include "block/blockjob.h"
 #include "block/copy-before-write.h"
 #include "system/block-backend.h"
+#include "system/blockdev.h"
 #include "system/runstate.h"
 #include "block/backup-vma.h"
 
@@ -64,12 +65,14 @@ typedef struct BackupVmaState BackupVmaState;
 typedef struct BackupVmaDevice {
     BackupVmaState *backup;
     char *name;                 /* in the archive */
+    char *drive;                /* its -drive (BlockBackend) name, if any */
     BlockDriverState *source;   /* reference held */
     BlockDriverState *sink;     /* reference held */
     uint8_t dev_id;
     uint64_t size;
     BackupVmaFleecing fleecing; /* all NULL without fleecing */
     BlockJob *job;              /* from creation until its callback */
+    BlockJob *created_job;      /* the same, only compared, never used */
     Error *blocker;             /* while the source is blocked */
     Notifier job_pending;       /* the job waits for finalization */
     Notifier cbw_break;         /* its filter broke the snapshot */
@@ -144,6 +147,7 @@ static void backup_vma_free(BackupVmaState *s)
         bdrv_unref(dev->sink);
         bdrv_unref(dev->source);
         g_free(dev->name);
+        g_free(dev->drive);
     }
     g_free(s->devs);
     if (s->txn) {
@@ -193,14 +197,26 @@ static void backup_vma_end(BackupVmaState *s)
  */
 static void backup_vma_abort_jobs(BackupVmaState *s)
 {
-    for (unsigned i = 0; i < s->n_devs; i++) {
-        BackupVmaDevice *dev = &s->devs[i];
+    BlockJob *victim = NULL;
 
-        if (dev->job) {
-            WITH_JOB_LOCK_GUARD() {
-                job_cancel_locked(&dev->job->job, true);
+    /*
+     * Cancel the job that runs (one at a time in a sequential transaction)
+     * if there is one: that returns at once, and when it has ended the
+     * transaction aborts the others, which then wait for nothing.
+     * Cancelling another one first would wait here, in the monitor, for the
+     * running job's requests in flight (a slow read).
+     */
+    WITH_JOB_LOCK_GUARD() {
+        for (unsigned i = 0; i < s->n_devs; i++) {
+            BlockJob *job = s->devs[i].job;
+
+            if (job && (!victim || (job->job.status != JOB_STATUS_CREATED &&
+                                    !job_is_completed_locked(&job->job)))) {
+                victim = job;
             }
-            return;
+        }
+        if (victim) {
+            job_cancel_locked(&victim->job, true);
         }
     }
 }
@@ -235,6 +251,41 @@ static void backup_vma_on_archive_failed(void *opaque)
     backup_vma_abort(s, backup_vma_archive_get_error(s->archive));
 }
 
+/*
+ * Why the transaction aborted although we did not cancel it: a job was
+ * cancelled from outside (block-job-cancel, job-cancel, or device_del of a
+ * -drive's device, which cancels the jobs on the drive).  Called from a
+ * job's completion callback, while the transaction aborts.
+ */
+static char *backup_vma_outside_cancel_reason(BackupVmaState *s)
+{
+    Job *origin;
+
+    WITH_JOB_LOCK_GUARD() {
+        origin = job_txn_abort_origin_locked(s->txn);
+    }
+    for (unsigned i = 0; i < s->n_devs; i++) {
+        BackupVmaDevice *dev = &s->devs[i];
+        BlockBackend *blk = dev->drive ? blk_by_name(dev->drive) : NULL;
+        DriveInfo *dinfo = blk ? blk_legacy_dinfo(blk) : NULL;
+
+        if (!origin || &dev->created_job->job != origin) {
+            continue;
+        }
+        if (dev->drive && (!blk || (dinfo && dinfo->auto_del))) {
+            return g_strdup_printf("backup cancelled: the drive '%s' of disk "
+                                   "'%s' was deleted (device_del of its "
+                                   "device)", dev->drive, dev->name);
+        }
+        return g_strdup_printf("backup cancelled from outside: the job of "
+                               "disk '%s' was cancelled (block-job-cancel, "
+                               "job-cancel, or device_del of its drive's "
+                               "device)", dev->name);
+    }
+    return g_strdup("backup cancelled from outside: one of its jobs was "
+                    "cancelled");
+}
+
 static void backup_vma_job_cb(void *opaque, int ret)
 {
     BackupVmaDevice *dev = opaque;
@@ -250,14 +301,10 @@ static void backup_vma_job_cb(void *opaque, int ret)
                                                dev->name, strerror(-ret));
         backup_vma_abort(s, msg);
     } else if (ret < 0 && s->phase != BACKUP_VMA_ABORTING) {
-        /*
-         * Not ours: one of the jobs was cancelled from outside, and the
-         * transaction aborted all of them (which one came first is not
-         * known here: they all end as cancelled)
-         */
-        backup_vma_abort(s, "backup cancelled from outside: one of its jobs "
-                         "(vma-backup-<disk>) got block-job-cancel or "
-                         "job-cancel");
+        /* Not ours: the transaction aborted all jobs after one was cancelled */
+        g_autofree char *msg = backup_vma_outside_cancel_reason(s);
+
+        backup_vma_abort(s, msg);
     }
     if (++s->jobs_ended == s->n_devs) {
         backup_vma_end(s);
@@ -397,7 +444,8 @@ static char *backup_vma_disk_name(BlockBackend *blk)
 }
 
 static bool backup_vma_add_device(GArray *devs, const char *name,
-                                  BlockDriverState *bs, Error **errp)
+                                  const char *drive, BlockDriverState *bs,
+                                  Error **errp)
 {
     BackupVmaDevice dev = { 0 };
     int64_t size;
@@ -422,6 +470,7 @@ static bool backup_vma_add_device(GArray *devs, const char *name,
         return false;
     }
     dev.name = g_strdup(name);
+    dev.drive = g_strdup(drive);
     dev.source = bs;
     dev.size = size;
     bdrv_ref(bs);
@@ -445,7 +494,10 @@ static bool backup_vma_find_devices(const char *devlist, GArray *devs,
                 continue;
             }
             bs = bdrv_lookup_bs(*name, *name, errp);
-            if (!bs || !backup_vma_add_device(devs, *name, bs, errp)) {
+            if (!bs ||
+                !backup_vma_add_device(devs, *name,
+                                       blk_by_name(*name) ? *name : NULL, bs,
+                                       errp)) {
                 return false;
             }
         }
@@ -459,7 +511,9 @@ static bool backup_vma_find_devices(const char *devlist, GArray *devs,
                 continue;
             }
             name = backup_vma_disk_name(blk);
-            if (!backup_vma_add_device(devs, name, blk_bs(blk), errp)) {
+            if (!backup_vma_add_device(devs, name,
+                                       blk_name(blk)[0] ? blk_name(blk) : NULL,
+                                       blk_bs(blk), errp)) {
                 return false;
             }
         }
@@ -674,6 +728,7 @@ static bool backup_vma_create_jobs(BackupVmaState *s, int64_t speed,
             ok = false;
             break;
         }
+        dev->created_job = dev->job;
         dev->job_pending.notify = backup_vma_job_pending;
         notifier_list_add(&dev->job->job.on_pending, &dev->job_pending);
         dev->cbw_break.notify = backup_vma_cbw_broken;
@@ -753,6 +808,7 @@ UuidInfo *qmp_backup(const char *backup_file,
     if (!backup_vma_find_devices(devlist, devs, errp)) {
         for (unsigned i = 0; i < devs->len; i++) {
             g_free(g_array_index(devs, BackupVmaDevice, i).name);
+            g_free(g_array_index(devs, BackupVmaDevice, i).drive);
             bdrv_unref(g_array_index(devs, BackupVmaDevice, i).source);
         }
         return NULL;
