@@ -15,8 +15,10 @@
 #   tool-qemu         tests/vma/test_tool.py (the tool group's tests, among
 #                     them the qemu-server restore) against the QEMU build's
 #                     vma; ~15 s
-#   clang-werror      scripts/qemu-build-clang.sh: the tree built again with
-#                     clang-19 and -Werror (thread-safety analysis), 1 test
+#   clang-werror      scripts/qemu-build-clang.sh: the tree configured again
+#                     with clang-19 and -Werror (thread-safety analysis on),
+#                     every file the series adds or changes compiled (all of
+#                     QEMU with QEMU_CLANG_BUILD=full), 1 test
 #   ceph              tests/ceph/run-tests.sh: backup of RBD disks and
 #                     restore into RBD on a private Ceph cluster it starts
 #                     and stops; all skipped (with the reason) if Ceph
