@@ -78,9 +78,10 @@ static void print_usage(FILE *f)
     fprintf(f,
 "\n"
 "mount shows each disk of an uncompressed archive, read-only, as\n"
-"<dir>/<devname>.raw (qemu-storage-daemon FUSE exports, in the background\n"
-"until 'vma umount <dir>'); serve exports them over NBD, one export per\n"
-"disk name, until stopped.  Neither extracts anything.\n");
+"<dir>/<devname>.raw and each partition of its MBR or GPT as\n"
+"<dir>/<devname>-part<N>.raw (qemu-storage-daemon FUSE exports, in the\n"
+"background until 'vma umount <dir>'); serve exports them over NBD under\n"
+"those names (without .raw), until stopped.  Neither extracts anything.\n");
 }
 
 int vma_cmd_help(void)
