@@ -547,8 +547,11 @@ vma_co_preadv_part(BlockDriverState *bs, int64_t offset, int64_t bytes,
         uint64_t n, archive_offset;
 
         if (vma_map(s, offset, bytes, &n, &archive_offset)) {
-            int ret = bdrv_co_preadv_part(bs->file, archive_offset, n, qiov,
-                                          qiov_offset, 0);
+            int ret;
+
+            BLKDBG_CO_EVENT(bs->file, BLKDBG_READ_AIO);
+            ret = bdrv_co_preadv_part(bs->file, archive_offset, n, qiov,
+                                      qiov_offset, 0);
             if (ret < 0) {
                 return ret;
             }
