@@ -212,59 +212,6 @@ bool backup_vma_archive_failed(BackupVmaArchive *a)
 
 /* Writing */
 
-/*
- * Write one extent of @len bytes of @buf straight from @buf (regular files):
- * the header and the non-zero blocks as an iovec, contiguous blocks merged,
- * at an offset reserved under @lock, written outside it.
- */
-static int coroutine_fn archive_write_extent_direct(BackupVmaArchive *a,
-                                                    uint8_t dev_id,
-                                                    uint64_t cluster,
-                                                    const uint8_t *buf,
-                                                    size_t len,
-                                                    VmaPackedExtent *p,
-                                                    GError **errp)
-{
-    uint8_t header[VMA_EXTENT_HEADER_SIZE];
-    g_autofree size_t *blocks = g_new(size_t, DIV_ROUND_UP(len,
-                                                           VMA_BLOCK_SIZE));
-    g_autofree struct iovec *iov = NULL;
-    g_autofree uint8_t *tail = NULL;
-    unsigned stored, niov = 0;
-    int64_t offset = -EIO;
-
-    stored = vma_extent_pack_header(a->uuid, dev_id, cluster, buf, len,
-                                    header, blocks, p);
-    iov = g_new(struct iovec, stored + 1);
-    iov[niov++] = (struct iovec) { header, VMA_EXTENT_HEADER_SIZE };
-    for (unsigned i = 0; i < stored; i++) {
-        size_t blen = MIN(VMA_BLOCK_SIZE, len - blocks[i]);
-        const uint8_t *block = buf + blocks[i];
-
-        if (blen < VMA_BLOCK_SIZE) {
-            /* The disk's last, partial block, padded with zeroes */
-            tail = g_malloc0(VMA_BLOCK_SIZE);
-            memcpy(tail, block, blen);
-            block = tail;
-        } else if (niov > 1 && (uint8_t *)iov[niov - 1].iov_base +
-                   iov[niov - 1].iov_len == block) {
-            iov[niov - 1].iov_len += VMA_BLOCK_SIZE;
-            continue;
-        }
-        iov[niov++] = (struct iovec) { (void *)block, VMA_BLOCK_SIZE };
-    }
-
-    WITH_QEMU_LOCK_GUARD(&a->lock) {
-        if (vma_writer_commit_extent(a->writer, p, errp)) {
-            offset = backup_vma_output_reserve(a->output, p->len);
-        }
-    }
-    if (offset < 0) {
-        return offset;
-    }
-    return backup_vma_output_pwritev(a->output, offset, iov, niov);
-}
-
 /* Pack @len bytes of @buf as one extent and queue it */
 static int coroutine_fn archive_queue_extent(BackupVmaArchive *a,
                                              uint8_t dev_id, uint64_t cluster,
@@ -295,7 +242,6 @@ static int coroutine_fn archive_write_data(BackupVmaArchive *a,
 {
     const int64_t max = (int64_t)VMA_WRITER_EXTENT_CLUSTERS *
                         VMA_CLUSTER_SIZE;
-    bool direct = backup_vma_output_can_write_direct(a->output);
 
     for (int64_t pos = 0; pos < bytes; pos += max) {
         size_t len = MIN(max, bytes - pos);
@@ -304,13 +250,7 @@ static int coroutine_fn archive_write_data(BackupVmaArchive *a,
         VmaPackedExtent p;
         int ret;
 
-        if (direct) {
-            ret = archive_write_extent_direct(a, dev_id, c, buf + pos, len,
-                                              &p, &err);
-        } else {
-            ret = archive_queue_extent(a, dev_id, c, buf + pos, len, &p,
-                                       &err);
-        }
+        ret = archive_queue_extent(a, dev_id, c, buf + pos, len, &p, &err);
         if (ret < 0) {
             if (err) {
                 backup_vma_archive_fail(a, -EIO, "%s", err->message);

@@ -44,7 +44,6 @@
 #include "qemu/timer.h"
 #include "qemu/units.h"
 #include "block/aio.h"
-#include "block/thread-pool.h"
 #include "monitor/monitor.h"
 #include "block/backup-vma.h"
 
@@ -507,79 +506,6 @@ int backup_vma_output_append_owned(BackupVmaOutput *out, void *buf,
     if (ret < 0) {
         g_free(buf);
         g_free(c);
-    }
-    return ret;
-}
-
-bool backup_vma_output_can_write_direct(BackupVmaOutput *out)
-{
-    QEMU_LOCK_GUARD(&out->lock);
-    return out->kind == OUTPUT_FILE && out->armed && !out->error &&
-           !out->closing;
-}
-
-int64_t backup_vma_output_reserve(BackupVmaOutput *out, size_t len)
-{
-    int64_t offset;
-
-    QEMU_LOCK_GUARD(&out->lock);
-    if (out->error) {
-        return out->error;
-    }
-    assert(out->kind == OUTPUT_FILE && !out->closing);
-    offset = out->next_offset;
-    out->next_offset += len;
-    return offset;
-}
-
-typedef struct OutputPwritev {
-    BackupVmaOutput *out;
-    struct iovec *iov;
-    int niov;
-    uint64_t offset;
-} OutputPwritev;
-
-/* Runs in a worker thread of the thread pool */
-static int output_pwritev_worker(void *opaque)
-{
-    OutputPwritev *w = opaque;
-
-    while (w->niov > 0) {
-        ssize_t n = pwritev(w->out->fd, w->iov, MIN(w->niov, IOV_MAX),
-                            w->offset);
-
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return n < 0 ? -errno : -ENOSPC;
-        }
-        qatomic_add(&w->out->written, n);
-        w->offset += n;
-        while (n > 0 && n >= w->iov->iov_len) {
-            n -= w->iov->iov_len;
-            w->iov++;
-            w->niov--;
-        }
-        if (n > 0) {
-            w->iov->iov_base = (uint8_t *)w->iov->iov_base + n;
-            w->iov->iov_len -= n;
-        }
-    }
-    return 0;
-}
-
-int coroutine_fn backup_vma_output_pwritev(BackupVmaOutput *out,
-                                           uint64_t offset,
-                                           struct iovec *iov, int niov)
-{
-    OutputPwritev w = {
-        .out = out, .iov = iov, .niov = niov, .offset = offset,
-    };
-    int ret = thread_pool_submit_co(output_pwritev_worker, &w);
-
-    if (ret < 0) {
-        backup_vma_output_fail(out, ret);
     }
     return ret;
 }

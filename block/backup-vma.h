@@ -40,17 +40,6 @@ int backup_vma_output_append(BackupVmaOutput *out, const void *buf,
 /* Queue @buf (g_malloc'ed), which the output frees */
 int backup_vma_output_append_owned(BackupVmaOutput *out, void *buf,
                                    size_t len);
-/*
- * Regular files and block devices only (can_write_direct): reserve @len
- * bytes at the output's end (returns the offset, or the output's error),
- * in the same order as the appends they go between; then write them from
- * the caller's buffers in the thread pool, without a copy.
- */
-bool backup_vma_output_can_write_direct(BackupVmaOutput *out);
-int64_t backup_vma_output_reserve(BackupVmaOutput *out, size_t len);
-int coroutine_fn backup_vma_output_pwritev(BackupVmaOutput *out,
-                                           uint64_t offset,
-                                           struct iovec *iov, int niov);
 /* While drained, producers may overfill the queue instead of waiting */
 void backup_vma_output_drain_begin(BackupVmaOutput *out);
 void backup_vma_output_drain_end(BackupVmaOutput *out);
