@@ -88,6 +88,11 @@ typedef enum BackupVmaPhase {
 } BackupVmaPhase;
 
 struct BackupVmaState {
+    /*
+     * References: the jobs' (dropped when the last job has ended) and the
+     * finishing coroutine's (until its BH ran); main loop only
+     */
+    int refcnt;
     BackupVmaArchive *archive;
     BackupVmaDevice *devs;
     unsigned n_devs;
@@ -158,6 +163,18 @@ static void backup_vma_free(BackupVmaState *s)
     g_free(s);
 }
 
+static void backup_vma_ref(BackupVmaState *s)
+{
+    s->refcnt++;
+}
+
+static void backup_vma_unref(BackupVmaState *s)
+{
+    if (--s->refcnt == 0) {
+        backup_vma_free(s);
+    }
+}
+
 /* Every job has ended: record the result and let go of everything */
 static void backup_vma_end(BackupVmaState *s)
 {
@@ -182,7 +199,7 @@ static void backup_vma_end(BackupVmaState *s)
     backup_status.archive_size = p.written;
     backup_status.end_time = time(NULL);
     backup_status.running = NULL;
-    backup_vma_free(s);
+    backup_vma_unref(s);
 
     qapi_event_send_backup_completed(backup_status.status,
                                      backup_status.errmsg,
@@ -316,13 +333,18 @@ static void backup_vma_finished_bh(void *opaque)
 {
     BackupVmaState *s = opaque;
 
-    if (s->phase == BACKUP_VMA_FINALIZING) {
+    /*
+     * Unless the jobs ended meanwhile (cancelled from outside, or by
+     * QEMU's shutdown): then there is nothing left to finalize or abort
+     */
+    if (s->jobs_ended == 0 && s->phase == BACKUP_VMA_FINALIZING) {
         WITH_JOB_LOCK_GUARD() {
             job_finalize_locked(&s->devs[0].job->job, &error_abort);
         }
-    } else {
+    } else if (s->jobs_ended < s->n_devs) {
         backup_vma_abort_jobs(s);
     }
+    backup_vma_unref(s);
 }
 
 /*
@@ -334,14 +356,17 @@ static void coroutine_fn backup_vma_finish_co(void *opaque)
     BackupVmaState *s = opaque;
     Error *err = NULL;
 
-    assert(s->phase == BACKUP_VMA_FINISHING);
     if (backup_vma_archive_finish(s->archive, &err)) {
         /* Whole, even if a cancel came while the last bytes went out */
-        s->phase = BACKUP_VMA_FINALIZING;
+        if (s->phase == BACKUP_VMA_FINISHING) {
+            s->phase = BACKUP_VMA_FINALIZING;
+        }
     } else {
         backup_vma_set_error(s, error_get_pretty(err));
         error_free(err);
-        s->phase = BACKUP_VMA_ABORTING;
+        if (s->phase == BACKUP_VMA_FINISHING) {
+            s->phase = BACKUP_VMA_ABORTING;
+        }
     }
     aio_bh_schedule_oneshot(qemu_get_aio_context(), backup_vma_finished_bh,
                             s);
@@ -356,6 +381,7 @@ static void backup_vma_disks_done(void *opaque)
         return;
     }
     s->phase = BACKUP_VMA_FINISHING;
+    backup_vma_ref(s);  /* the finishing coroutine's, handed to its BH */
     qemu_coroutine_enter(qemu_coroutine_create(backup_vma_finish_co, s));
 }
 
@@ -815,6 +841,7 @@ UuidInfo *qmp_backup(const char *backup_file,
     }
 
     s = g_new0(BackupVmaState, 1);
+    s->refcnt = 1;
     s->phase = BACKUP_VMA_SETUP;
     s->n_devs = devs->len;
     s->devs = (BackupVmaDevice *)g_array_free(g_steal_pointer(&devs), false);
