@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(meson ninja-build pkgconf gcc clang libclang-rt-14-dev
           libglib2.0-dev uuid-dev zlib1g-dev libzstd-dev
-          python3 zstd gzip coreutils time bc)
+          python3 zstd gzip coreutils time bc strace)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -100,7 +100,7 @@ run_qemu_groups() {
 main() {
     scripts/install-deps.sh || { echo "installing dependencies failed"; echo "0 passed, 1 failed"; exit 1; }
     local start=$SECONDS
-    if ! scripts/build-standalone.sh plain asan fuzz; then
+    if ! scripts/build-standalone.sh plain asan nozstd fuzz; then
         echo "standalone build failed"
         echo "0 passed, 1 failed"
         exit 1
@@ -112,7 +112,8 @@ main() {
         build/test-vma-partitions
     run_tap_group unit-asan build-asan/test-vma-writer build-asan/test-vma-reader \
         build-asan/test-vma-partitions
-    run_summary_group tool env VMA_BIN="$ROOT/build/vma" python3 tests/vma/test_tool.py
+    run_summary_group tool env VMA_BIN="$ROOT/build/vma" \
+        VMA_NOZSTD_BIN="$ROOT/build-nozstd/vma" python3 tests/vma/test_tool.py
     run_summary_group tool-asan env VMA_BIN="$ROOT/build-asan/vma" \
         ASAN_OPTIONS=detect_leaks=1 python3 tests/vma/test_tool.py
     run_fuzz_group

@@ -2369,6 +2369,126 @@ class VmagenSelf(unittest.TestCase):
 
 
 # ---------------------------------------------------------------------------
+# A build without zstd/zlib; durability of extract
+
+
+# The standalone build without libzstd and zlib (-Dzstd=disabled
+# -Dzlib=disabled, scripts/build-standalone.sh nozstd): run-tests.sh names it
+VMA_NOZSTD = os.environ.get("VMA_NOZSTD_BIN")
+if VMA_NOZSTD:
+    VMA_NOZSTD = os.path.abspath(VMA_NOZSTD)
+
+
+@unittest.skipUnless(VMA_NOZSTD, "VMA_NOZSTD_BIN not set (the build "
+                     "without zstd: scripts/build-standalone.sh nozstd)")
+class BuiltWithoutCompression(ToolTest):
+    def setUp(self):
+        super().setUp()
+        self.data = mixed_data(300000, 41)
+        self.arch = self.gen("a.vma", disks=[("drive-scsi0", self.data)])
+
+    def nozstd(self, *args, **kw):
+        return self.run_cmd([VMA_NOZSTD] + [str(a) for a in args], **kw)
+
+    def test_zstd_archive_refused_with_hint(self):
+        self.ok(self.shell('zstd -q -c "$1" >"$1.zst"', self.arch))
+        for cmd in (["list"], ["verify"]):
+            r = self.refused(self.nozstd(*cmd, self.arch + ".zst"),
+                             ["built without zstd support"])
+            self.assertIn("zstd -dc", r.errtext)
+        out = os.path.join(self.box, "out")
+        self.refused(self.nozstd("extract", self.arch + ".zst", out),
+                     ["built without zstd support"])
+        self.assertFalse(os.path.exists(out))
+        # from a pipe too, and the hint works as it says
+        r = self.refused(self.nozstd("verify", "-",
+                                     input=read_file(self.arch + ".zst")),
+                         ["built without zstd support"])
+        self.assertIn("zstd -dc ARCHIVE | vma", r.errtext)
+        self.ok(self.run_cmd(["bash", "-o", "pipefail", "-c",
+                              'zstd -dc "$1" | "$2" extract - "$3"', "_",
+                              self.arch + ".zst", VMA_NOZSTD, out]))
+        self.assertFileData(os.path.join(out, "disk-drive-scsi0.raw"),
+                            self.data)
+
+    def test_gzip_archive_refused_with_hint(self):
+        self.ok(self.shell('gzip -c "$1" >"$1.gz"', self.arch))
+        self.refused(self.nozstd("verify", self.arch + ".gz"),
+                     ["built without gzip support"])
+
+    def test_plain_archive_works(self):
+        self.ok(self.nozstd("verify", self.arch))
+        out = os.path.join(self.box, "out")
+        self.ok(self.nozstd("extract", self.arch, out))
+        self.assertFileData(os.path.join(out, "disk-drive-scsi0.raw"),
+                            self.data)
+
+
+@unittest.skipUnless(shutil.which("strace"), "strace is not installed")
+class ExtractDurable(ToolTest):
+    """extract fsyncs each file before its rename, and the directory after;
+    extract -r fdatasyncs the targets.  Observed with strace on the real
+    binary (-y prints the path behind each fd)."""
+
+    def strace(self, *args, input=None):
+        log = os.path.join(self.tmp, "strace.log")
+        r = self.run_cmd(["strace", "-f", "-y", "-o", log, "-e",
+                          "trace=fsync,fdatasync,rename,renameat,renameat2"] +
+                         [VMA] + [str(a) for a in args], input=input)
+        return r, read_file(log).decode("utf-8", "replace").splitlines()
+
+    @staticmethod
+    def index(lines, pattern):
+        for i, ln in enumerate(lines):
+            if re.search(pattern, ln):
+                return i
+        return -1
+
+    def test_extract_fsyncs_files_then_renames_then_dir(self):
+        data = mixed_data(300000, 42)
+        arch = self.gen("a.vma", disks=[("drive-scsi0", data)],
+                        configs=[("qemu-server.conf", b"memory: 512\n")],
+                        vmstate=b"\x11" * 70000)
+        out = os.path.join(self.box, "out")
+        r, lines = self.strace("extract", "-d", "drive-scsi0,vmstate",
+                               arch, out)
+        self.ok(r)
+        self.assertFileData(os.path.join(out, "disk-drive-scsi0.raw"), data)
+        text = "\n".join(lines)
+        for f in ("tmp-disk-drive-scsi0.raw", "tmp-vmstate.bin"):
+            sync = self.index(lines, r"\bfsync\(\d+<[^>]*/%s>\)\s*= 0" %
+                              re.escape(f))
+            ren = self.index(lines, r"\brename(at2?)?\(.*\"%s\".*= 0" %
+                             re.escape(f))
+            self.assertGreaterEqual(sync, 0, "%s not fsynced:\n%s" %
+                                    (f, text))
+            self.assertGreaterEqual(ren, 0, "%s not renamed:\n%s" % (f, text))
+            self.assertLess(sync, ren, "%s renamed before its fsync" % f)
+            dsync = [i for i, ln in enumerate(lines) if i > ren and
+                     re.search(r"fsync\(\d+<%s>\)\s*= 0" % re.escape(out), ln)]
+            self.assertTrue(dsync, "directory not fsynced after renaming "
+                            "%s:\n%s" % (f, text))
+        self.assertGreaterEqual(
+            self.index(lines, r"fsync\(\d+<[^>]*/qemu-server.conf>\)\s*= 0"), 0,
+            "config not fsynced:\n" + text)
+
+    def test_restore_map_targets_synced(self):
+        data = mixed_data(300000, 43)
+        arch = self.gen("a.vma", disks=[("drive-scsi0", data)])
+        target = write_file(os.path.join(self.box, "t.raw"), bytes(len(data)))
+        mapf = write_file(os.path.join(self.inp, "map"),
+                          ("0:drive-scsi0=%s\n" % target).encode())
+        r, lines = self.strace("extract", "-r", mapf, arch,
+                               os.path.join(self.box, "out"))
+        self.ok(r)
+        self.assertFileData(target, data)
+        self.assertGreaterEqual(
+            self.index(lines, r"f(data)?sync\(\d+<%s>\)\s*= 0" %
+                       re.escape(target)), 0,
+            "restore target not synced:\n" + "\n".join(lines))
+
+
+# ---------------------------------------------------------------------------
 # Runner
 
 

@@ -510,6 +510,10 @@ static bool extract_write_file(ExtractJob *job, const char *name,
             done += n;
         }
     }
+    /* Durable before the extract says it is done */
+    if (!err && fsync(fd) < 0 && errno != EINVAL) {
+        err = errno;
+    }
     if (close(fd) < 0 && !err) {
         err = errno;
     }
@@ -714,6 +718,13 @@ static bool extract_run(ExtractJob *job, GPtrArray *names,
         return false;
     }
     if (!extract_commit(job, errp)) {
+        return false;
+    }
+    /* The configs' names (the disks' renames synced their own) */
+    if (fsync(job->dirfd) < 0 && errno != EINVAL) {
+        g_set_error(errp, G_FILE_ERROR, g_file_error_from_errno(errno),
+                    "cannot sync directory '%s': %s", job->dir,
+                    g_strerror(errno));
         return false;
     }
     vma_progress_finish(job->progress, job->done);

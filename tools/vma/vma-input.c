@@ -6,6 +6,10 @@
  * straight into the caller's buffer.  Compressed input goes through one
  * input buffer into the decompressor, which writes into the caller's buffer.
  *
+ * zlib and libzstd are optional (VMA_HAVE_ZLIB, VMA_HAVE_ZSTD, set by the
+ * build when it finds them): without one, an archive compressed that way
+ * is refused when it is opened, saying how to decompress it first.
+ *
  * Copyright (c) the VMA backup authors
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -17,8 +21,12 @@
 #include <stdarg.h>
 #include <string.h>
 #include <unistd.h>
+#ifdef VMA_HAVE_ZLIB
 #include <zlib.h>
+#endif
+#ifdef VMA_HAVE_ZSTD
 #include <zstd.h>
+#endif
 #include "vma-input.h"
 #include "vma-ops.h"
 
@@ -46,11 +54,15 @@ struct VmaInput {
     size_t len;
     bool eof;
 
+#ifdef VMA_HAVE_ZLIB
     z_stream zs;
     bool zs_ready;          /* inflateInit2() done */
     bool gzip_member_done;  /* between two gzip members */
+#endif
+#ifdef VMA_HAVE_ZSTD
     ZSTD_DStream *zds;
     bool zstd_frame_done;   /* between two zstd frames */
+#endif
 };
 
 static ssize_t input_fail(VmaInput *in, int err, const char *fmt, ...)
@@ -113,6 +125,7 @@ static ssize_t plain_read(VmaInput *in, void *buf, size_t len)
     return input_read_fd(in, buf, len);
 }
 
+#ifdef VMA_HAVE_ZLIB
 /*
  * Zero bytes after the last member (tape or block padding) end the data,
  * as gzip -d accepts them; anything else after them is garbage
@@ -183,6 +196,9 @@ static ssize_t gzip_read(VmaInput *in, void *buf, size_t len)
     }
 }
 
+#endif /* VMA_HAVE_ZLIB */
+
+#ifdef VMA_HAVE_ZSTD
 static ssize_t zstd_read(VmaInput *in, void *buf, size_t len)
 {
     ZSTD_outBuffer out = { .dst = buf, .size = len, .pos = 0 };
@@ -221,6 +237,8 @@ static ssize_t zstd_read(VmaInput *in, void *buf, size_t len)
     }
 }
 
+#endif /* VMA_HAVE_ZSTD */
+
 ssize_t vma_input_read(void *opaque, void *buf, size_t len)
 {
     VmaInput *in = opaque;
@@ -229,13 +247,61 @@ ssize_t vma_input_read(void *opaque, void *buf, size_t len)
         return 0;
     }
     switch (in->kind) {
+#ifdef VMA_HAVE_ZLIB
     case INPUT_GZIP:
         return gzip_read(in, buf, len);
+#endif
+#ifdef VMA_HAVE_ZSTD
     case INPUT_ZSTD:
         return zstd_read(in, buf, len);
+#endif
     default:
         return plain_read(in, buf, len);
     }
+}
+
+#if !defined(VMA_HAVE_ZSTD) || !defined(VMA_HAVE_ZLIB)
+/* Refuse an archive compressed in a way this build cannot read */
+static bool input_no_support(const char *path, const char *lib,
+                             const char *cmd, GError **errp)
+{
+    g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                "'%s' is %s-compressed and this vma was built without %s "
+                "support: decompress with `%s -dc %s | vma ...`", path, lib,
+                lib, cmd, strcmp(path, "-") ? path : "ARCHIVE");
+    return false;
+}
+#endif
+
+static bool input_start_zstd(VmaInput *in, const char *path, GError **errp)
+{
+#ifdef VMA_HAVE_ZSTD
+    in->zds = ZSTD_createDStream();
+    if (!in->zds || ZSTD_isError(ZSTD_initDStream(in->zds))) {
+        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_NOMEM,
+                    "cannot set up zstd decompression");
+        return false;
+    }
+    return true;
+#else
+    return input_no_support(path, "zstd", "zstd", errp);
+#endif
+}
+
+static bool input_start_gzip(VmaInput *in, const char *path, GError **errp)
+{
+#ifdef VMA_HAVE_ZLIB
+    /* 16 + MAX_WBITS: gzip wrapper only */
+    if (inflateInit2(&in->zs, 16 + MAX_WBITS) != Z_OK) {
+        g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_NOMEM,
+                    "cannot set up gzip decompression");
+        return false;
+    }
+    in->zs_ready = true;
+    return true;
+#else
+    return input_no_support(path, "gzip", "gzip", errp);
+#endif
 }
 
 /* Read the first bytes (fewer only at the end) to see what we have */
@@ -254,22 +320,12 @@ static bool input_detect(VmaInput *in, const char *path, GError **errp)
     if (in->len >= sizeof(zstd_magic) &&
         !memcmp(in->buf, zstd_magic, sizeof(zstd_magic))) {
         in->kind = INPUT_ZSTD;
-        in->zds = ZSTD_createDStream();
-        if (!in->zds || ZSTD_isError(ZSTD_initDStream(in->zds))) {
-            g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_NOMEM,
-                        "cannot set up zstd decompression");
-            return false;
-        }
-    } else if (in->len >= sizeof(gzip_magic) &&
-               !memcmp(in->buf, gzip_magic, sizeof(gzip_magic))) {
+        return input_start_zstd(in, path, errp);
+    }
+    if (in->len >= sizeof(gzip_magic) &&
+        !memcmp(in->buf, gzip_magic, sizeof(gzip_magic))) {
         in->kind = INPUT_GZIP;
-        /* 16 + MAX_WBITS: gzip wrapper only */
-        if (inflateInit2(&in->zs, 16 + MAX_WBITS) != Z_OK) {
-            g_set_error(errp, G_FILE_ERROR, G_FILE_ERROR_NOMEM,
-                        "cannot set up gzip decompression");
-            return false;
-        }
-        in->zs_ready = true;
+        return input_start_gzip(in, path, errp);
     }
     return true;
 }
@@ -309,10 +365,14 @@ void vma_input_close(VmaInput *in)
     if (in->close_fd) {
         close(in->fd);
     }
+#ifdef VMA_HAVE_ZLIB
     if (in->zs_ready) {
         inflateEnd(&in->zs);
     }
+#endif
+#ifdef VMA_HAVE_ZSTD
     ZSTD_freeDStream(in->zds);
+#endif
     g_free(in->error);
     g_free(in->buf);
     g_free(in);

@@ -10,6 +10,13 @@
  *   keeps its size; zeroes are written (holes punched) only where it is not
  *   known to read as zeroes already.  Committing makes it durable.
  *
+ * Durability: a created file is fsync()ed before its rename and its
+ * directory after it; an opened target is fdatasync()ed when committed.
+ *
+ * Linux extras (hole punching, BLKZEROOUT, renameat2(RENAME_NOREPLACE)) are
+ * used where the headers have them; elsewhere the POSIX fallbacks (writing
+ * zeroes, check-then-rename) do the same more slowly.
+ *
  * Clusters arrive one at a time; adjacent writes are gathered into one
  * larger pwrite().  One buffer serves all targets: whenever another target
  * writes, the pending data of the previous one goes out first, so memory
@@ -22,11 +29,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/falloc.h>
-#include <linux/fs.h>
 #include <stdio.h>
 #include <string.h>
+#ifdef __linux__
+#include <linux/falloc.h>
+#include <linux/fs.h>
 #include <sys/ioctl.h>
+#endif
 #include <sys/stat.h>
 #include <unistd.h>
 #include "vma-ops.h"
@@ -135,6 +144,7 @@ static bool raw_target_write(VmaTarget *target, uint64_t offset,
 static bool raw_target_zero_range(RawTarget *t, uint64_t offset, uint64_t len,
                                   GError **errp)
 {
+#ifdef __linux__
     if (!t->is_blockdev) {
         if (fallocate(t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                       offset, len) == 0 ||
@@ -148,6 +158,7 @@ static bool raw_target_zero_range(RawTarget *t, uint64_t offset, uint64_t len,
             return true;
         }
     }
+#endif
     while (len > 0) {
         size_t n = MIN(len, sizeof(zero_buf));
 
@@ -245,12 +256,14 @@ static int rename_noreplace(int dirfd, const char *from, const char *to)
 {
     struct stat st;
 
+#if defined(__linux__) && defined(RENAME_NOREPLACE)
     if (renameat2(dirfd, from, dirfd, to, RENAME_NOREPLACE) == 0) {
         return 0;
     }
     if (errno != EINVAL && errno != ENOSYS) {
         return -errno;
     }
+#endif
     /* The file system cannot do it atomically: check, then rename */
     if (fstatat(dirfd, to, &st, AT_SYMLINK_NOFOLLOW) == 0) {
         return -EEXIST;
@@ -266,8 +279,13 @@ static bool raw_target_commit(RawTarget *t, GError **errp)
     if (!raw_target_flush(&t->common, errp)) {
         return false;
     }
-    /* A disk restored in place must be on disk when we say it is done */
-    if (!t->tmp_path && fdatasync(fd) < 0 && errno != EINVAL) {
+    /*
+     * A disk restored in place must be on disk when we say it is done; a
+     * new file before its name says it is complete (a crash must not leave
+     * a complete-looking file with missing data)
+     */
+    if (t->tmp_path ? fsync(fd) < 0 :
+        fdatasync(fd) < 0 && errno != EINVAL) {
         return raw_target_error(errp, errno, t, "cannot write");
     }
     t->fd = -1;
@@ -283,6 +301,11 @@ static bool raw_target_commit(RawTarget *t, GError **errp)
                     "cannot rename '%s' to '%s': %s", t->tmp_path,
                     t->final_path, g_strerror(-ret));
         return false;
+    }
+    /* The rename itself */
+    if (fsync(t->dirfd) < 0 && errno != EINVAL) {
+        return raw_target_error(errp, errno, t,
+                                "cannot sync the directory of");
     }
     return true;
 }
@@ -315,7 +338,7 @@ static VmaTarget *raw_target_create(int dirfd, const char *path,
 
     /* Our own copy: the caller may close its directory before we commit */
     if (dirfd == AT_FDCWD) {
-        t->dirfd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+        t->dirfd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     } else {
         t->dirfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
     }
