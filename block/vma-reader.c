@@ -22,6 +22,7 @@ typedef struct VmaReaderDevice {
     uint64_t clusters;      /* disks: clusters the device has */
     uint64_t seen_count;    /* clusters seen so far */
     VmaClusterSet *seen;    /* disks: clusters seen */
+    bool allow_absent;      /* an incremental disk: missing clusters are ok */
 } VmaReaderDevice;
 
 struct VmaReader {
@@ -666,7 +667,8 @@ static bool reader_check_complete(VmaReader *r, GError **errp)
     for (unsigned i = 0; i < r->device_count; i++) {
         VmaReaderDevice *d = &r->devices[r->device_list[i]->dev_id];
 
-        if (d->info.is_vmstate || d->seen_count == d->clusters) {
+        if (d->info.is_vmstate || d->seen_count == d->clusters ||
+            d->allow_absent) {
             continue;
         }
         return reader_error(errp, VMA_ERROR_TRUNCATED, r->offset,
@@ -697,6 +699,24 @@ static bool reader_error_cut_data(GError **errp, uint64_t offset,
                         "archive truncated inside the data of the extent at "
                         "offset %" PRIu64 " (%" PRIu64 " of %" PRIu64
                         " bytes)", ext_offset, n, data_len);
+}
+
+bool vma_reader_allow_absent(VmaReader *r, uint8_t dev_id, GError **errp)
+{
+    VmaReaderDevice *d = &r->devices[dev_id];
+
+    if (r->ran) {
+        g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
+                    "the archive was already read");
+        return false;
+    }
+    if (dev_id == 0 || !d->info.name || d->info.is_vmstate) {
+        g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
+                    "no disk with dev_id %u in the archive", dev_id);
+        return false;
+    }
+    d->allow_absent = true;
+    return true;
 }
 
 /* Start vma_reader_run() or vma_reader_scan(): each can run only once */

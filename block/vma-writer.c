@@ -20,6 +20,7 @@ typedef struct VmaWriterStream {
     VmaStreamStats stats;   /* stats.size, stats.clusters are fixed */
     VmaClusterSet *written; /* disks: clusters already written */
     bool vmstate_ended;     /* vmstate: a short (last) cluster was written */
+    bool incremental;       /* disks: clusters may be left out */
 } VmaWriterStream;
 
 typedef struct VmaWriterConfig {
@@ -612,6 +613,29 @@ bool vma_writer_commit_extent(VmaWriter *w, const VmaPackedExtent *packed,
     return true;
 }
 
+bool vma_writer_set_incremental(VmaWriter *w, uint8_t dev_id,
+                                GError **errp)
+{
+    VmaWriterStream *s;
+
+    if (!writer_check_error(w, errp)) {
+        return false;
+    }
+    if (w->finished) {
+        return writer_invalid(errp, "the archive is already finished");
+    }
+    s = writer_get_stream(w, dev_id, errp);
+    if (!s) {
+        return false;
+    }
+    if (s->is_vmstate) {
+        return writer_invalid(errp, "the vmstate stream cannot be "
+                              "incremental");
+    }
+    s->incremental = true;
+    return true;
+}
+
 const uint8_t *vma_writer_get_uuid(VmaWriter *w)
 {
     return w->uuid;
@@ -628,7 +652,8 @@ bool vma_writer_finish(VmaWriter *w, GError **errp)
     for (unsigned dev_id = 1; dev_id <= w->stream_count; dev_id++) {
         VmaWriterStream *s = &w->streams[dev_id];
 
-        if (s->stats.clusters_done != s->stats.clusters && !s->is_vmstate) {
+        if (s->stats.clusters_done != s->stats.clusters && !s->is_vmstate &&
+            !s->incremental) {
             return writer_invalid(errp, "stream '%s' is incomplete: %" PRIu64
                                   " of %" PRIu64 " clusters written", s->name,
                                   s->stats.clusters_done, s->stats.clusters);

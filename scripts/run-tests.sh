@@ -108,9 +108,10 @@ main() {
     echo "== standalone builds: $((SECONDS - start))s"
     mkdir -p "$LOGDIR"
 
-    run_tap_group unit build/test-vma-writer build/test-vma-reader \
+    run_tap_group unit build/test-vma-writer build/test-vma-reader build/test-vma-chain \
         build/test-vma-partitions
     run_tap_group unit-asan build-asan/test-vma-writer build-asan/test-vma-reader \
+        build-asan/test-vma-chain \
         build-asan/test-vma-partitions
     run_summary_group tool env VMA_BIN="$ROOT/build/vma" \
         VMA_NOZSTD_BIN="$ROOT/build-nozstd/vma" python3 tests/vma/test_tool.py

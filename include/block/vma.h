@@ -167,6 +167,14 @@ bool vma_writer_write_zero_clusters(VmaWriter *w, uint8_t dev_id,
 bool vma_writer_finish(VmaWriter *w, GError **errp);
 
 /*
+ * Mark disk @dev_id as incremental (part of a backup chain, see
+ * vma-chain below): vma_writer_finish() then accepts it with clusters left
+ * out, which mean "unchanged since the base".  Any time before finish.
+ */
+bool vma_writer_set_incremental(VmaWriter *w, uint8_t dev_id,
+                                GError **errp);
+
+/*
  * Make the writer fail from now on (e.g. the backup was cancelled): every
  * later call returns this error.  The first error is kept; later ones are
  * ignored.
@@ -322,6 +330,16 @@ const VmaDeviceInfo *vma_reader_find_device(VmaReader *r, uint8_t dev_id);
 bool vma_reader_run(VmaReader *r, VmaClusterFunc func, void *opaque,
                     GError **errp);
 
+/*
+ * Accept disk @dev_id with clusters absent (an incremental disk of a backup
+ * chain: absent = unchanged since the base): vma_reader_run() and
+ * vma_reader_scan() then do not fail for its missing clusters and simply
+ * never report them.  Before reading; by default every disk must be
+ * complete, so a reader that does not know about chains refuses an
+ * incremental archive.
+ */
+bool vma_reader_allow_absent(VmaReader *r, uint8_t dev_id, GError **errp);
+
 /* Archive bytes consumed so far (for progress) */
 uint64_t vma_reader_get_offset(VmaReader *r);
 
@@ -361,5 +379,78 @@ typedef bool (*VmaClusterLocFunc)(void *opaque, const VmaDeviceInfo *dev,
 bool vma_reader_scan(VmaReader *r, VmaPreadFunc pread, void *pread_opaque,
                      uint64_t archive_size, VmaClusterLocFunc func,
                      void *opaque, GError **errp);
+
+/* ------------------------------------------------------------------------ */
+/* Backup chains (block/vma-chain.c)                                         */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * An archive that is part of a chain of incremental backups carries the
+ * config blob VMA_CHAIN_CONFIG_NAME: UTF-8 text, "key=value" lines, '#'
+ * comments, unknown keys ignored (docs/specs/vma_spec.txt):
+ *
+ *   format=1
+ *   uuid=<this archive's uuid>
+ *   depth=<0: the full archive, n: the n-th incremental>
+ *   base=<uuid of the archive this one is relative to>     (depth > 0)
+ *   chain=<uuid of the full>,<incremental 1>,...,<base>    (depth > 0)
+ *   disk.<devname>=full|incremental[:new|used|invalid|missing-recreated]
+ */
+
+#define VMA_CHAIN_CONFIG_NAME   "backup-chain"
+#define VMA_CHAIN_FORMAT        1
+
+typedef struct VmaChainDisk {
+    char *name;
+    bool incremental;   /* false: complete in this archive */
+    char *reason;       /* NULL, "new", "used", "invalid", "missing-recreated" */
+} VmaChainDisk;
+
+typedef struct VmaChainInfo {
+    uint8_t uuid[VMA_UUID_SIZE];
+    unsigned depth;
+    uint8_t (*chain)[VMA_UUID_SIZE];    /* depth uuids: full first, base last */
+    GPtrArray *disks;                   /* of VmaChainDisk, in blob order */
+} VmaChainInfo;
+
+/* Parse a "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" uuid (hex, any case) */
+bool vma_uuid_parse(const char *str, uint8_t uuid[VMA_UUID_SIZE]);
+
+/*
+ * A new chain description: @depth 0 and @chain NULL for a full archive,
+ * else @chain holds @depth uuids (full first, base last).
+ */
+VmaChainInfo *vma_chain_new(const uint8_t uuid[VMA_UUID_SIZE], unsigned depth,
+                            const uint8_t (*chain)[VMA_UUID_SIZE]);
+void vma_chain_free(VmaChainInfo *c);
+/* Add a disk line; @reason may be NULL */
+void vma_chain_add_disk(VmaChainInfo *c, const char *name, bool incremental,
+                        const char *reason);
+/* The disk line for @name, or NULL */
+const VmaChainDisk *vma_chain_find_disk(const VmaChainInfo *c,
+                                        const char *name);
+/* The base: the last uuid of the chain; NULL at depth 0 */
+const uint8_t *vma_chain_get_base(const VmaChainInfo *c);
+
+/*
+ * Parse and validate a blob strictly: well-formed uuids, depth consistent
+ * with the chain's length, base == last of chain, no uuid twice, disk names
+ * usable, known modes and reasons, no disk incremental at depth 0, no key
+ * twice.
+ */
+VmaChainInfo *vma_chain_parse(const void *data, size_t len, GError **errp);
+
+/* The blob text for @c (what vma_chain_parse() accepts); g_free() it */
+char *vma_chain_format(const VmaChainInfo *c, size_t *len);
+
+/*
+ * The chain description of the archive @r reads: false with @errp set if
+ * its blob is invalid or does not match the archive (uuid, one line per
+ * disk, no line for a disk it lacks); true with *@out NULL if it has none.
+ * With @allow_absent, also calls vma_reader_allow_absent() for each
+ * incremental disk.
+ */
+bool vma_chain_from_reader(VmaReader *r, bool allow_absent,
+                           VmaChainInfo **out, GError **errp);
 
 #endif /* BLOCK_VMA_H */
