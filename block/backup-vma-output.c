@@ -47,8 +47,9 @@
 #include "monitor/monitor.h"
 #include "block/backup-vma.h"
 
-/* Small appends are gathered into chunks of this size */
+/* Small appends are gathered into chunks of this size, for this long */
 #define OUTPUT_GATHER_SIZE (1 * MiB)
+#define OUTPUT_GATHER_MS 10
 
 typedef enum OutputKind {
     OUTPUT_FILE,        /* regular file or block device: blocking, synced */
@@ -365,6 +366,7 @@ static void *output_thread(void *opaque)
 {
     BackupVmaOutput *out = opaque;
     OutputChunk *c;
+    bool gathered = false;
     int ret;
 
     qemu_mutex_lock(&out->lock);
@@ -377,6 +379,18 @@ static void *output_thread(void *opaque)
             continue;
         }
         c = QSIMPLEQ_FIRST(&out->queue);
+        /*
+         * A lone chunk that small pieces are still gathered into (extent
+         * headers of zero clusters): give it a moment to fill, rather than
+         * write 512 bytes at a time, one thread wake-up each
+         */
+        if (c->capacity && c->len < c->capacity / 2 && !out->closing &&
+            c == QSIMPLEQ_LAST(&out->queue, OutputChunk, next) && !gathered) {
+            gathered = true;
+            qemu_cond_timedwait(&out->cond, &out->lock, OUTPUT_GATHER_MS);
+            continue;
+        }
+        gathered = false;
         QSIMPLEQ_REMOVE_HEAD(&out->queue, next);
         /* A gathering chunk is full once it is being written */
         qemu_mutex_unlock(&out->lock);
