@@ -2432,9 +2432,12 @@ class ExtractDurable(ToolTest):
 
     def strace(self, *args, input=None):
         log = os.path.join(self.tmp, "strace.log")
+        # LeakSanitizer cannot run under ptrace (the tool-asan group)
+        env = dict(os.environ, ASAN_OPTIONS=os.environ.get(
+            "ASAN_OPTIONS", "") + ":detect_leaks=0")
         r = self.run_cmd(["strace", "-f", "-y", "-o", log, "-e",
                           "trace=fsync,fdatasync,rename,renameat,renameat2"] +
-                         [VMA] + [str(a) for a in args], input=input)
+                         [VMA] + [str(a) for a in args], input=input, env=env)
         return r, read_file(log).decode("utf-8", "replace").splitlines()
 
     @staticmethod
@@ -2486,6 +2489,315 @@ class ExtractDurable(ToolTest):
             self.index(lines, r"f(data)?sync\(\d+<%s>\)\s*= 0" %
                        re.escape(target)), 0,
             "restore target not synced:\n" + "\n".join(lines))
+
+
+# ---------------------------------------------------------------------------
+# Backup chains: a full archive and its incrementals
+
+
+def change_clusters(data, clusters, rng):
+    """@data with each of @clusters rewritten: random, zero or one byte."""
+    b = bytearray(data)
+    for c in clusters:
+        lo, hi = c * 65536, min(len(b), (c + 1) * 65536)
+        k = rng.randrange(3)
+        if k == 0:
+            b[lo:hi] = rng.randbytes(hi - lo)
+        elif k == 1:
+            b[lo:hi] = bytes(hi - lo)
+        else:
+            b[lo + rng.randrange(hi - lo)] ^= 0x5A
+    return bytes(b)
+
+
+class Chain(ToolTest):
+    """A full archive and three incrementals written by vmagen: disk a is
+    incremental throughout, disk b is backed up in full again by the 2nd
+    incremental (its bitmap was invalid), disk c is added by the 2nd."""
+
+    SIZE_A = 17 * 65536 + 1000
+    SIZE_B = 5 * 65536
+    SIZE_C = 3 * 65536 + 512
+
+    def setUp(self):
+        super().setUp()
+        rng = random.Random(77)
+        self.uuids = [bytes([0x10 * (k + 1)] * 15 + [k]) for k in range(4)]
+        a = mixed_data(self.SIZE_A, 1)
+        b = mixed_data(self.SIZE_B, 2)
+        self.states = [{"a": a, "b": b}]
+        self.archives = []
+        for k in range(4):
+            prev = self.states[-1]
+            if k == 0:
+                state, keep, modes = dict(prev), {}, [("a", "full", "new"),
+                                                      ("b", "full", "new")]
+            else:
+                changed = sorted(rng.sample(range(18), 4))
+                if k == 1:
+                    changed = [0, 5, 17]    # the first and the short last
+                state = dict(prev)
+                state["a"] = change_clusters(prev["a"], changed, rng)
+                state["b"] = change_clusters(prev["b"], [rng.randrange(5)],
+                                             rng)
+                keep = {"a": changed, "b": range(5)}
+                modes = [("a", "incremental", "used"),
+                         ("b", "full" if k == 2 else "incremental",
+                          "invalid" if k == 2 else "used")]
+                keep_b = sorted(set(c for c in range(5)
+                                    if prev["b"][c * 65536:(c + 1) * 65536] !=
+                                    state["b"][c * 65536:(c + 1) * 65536]))
+                if k != 2:
+                    keep["b"] = keep_b
+                if k >= 2:
+                    if "c" not in prev:
+                        state["c"] = mixed_data(self.SIZE_C, 3)
+                        modes.append(("c", "full", "new"))
+                    else:
+                        state["c"] = change_clusters(prev["c"], [1], rng)
+                        keep["c"] = [1]
+                        modes.append(("c", "incremental", "used"))
+            blob = vmagen.chain_blob(self.uuids[k], self.uuids[:k], modes)
+            disks = [(n, state[n]) for n in sorted(state)]
+            self.archives.append(self.gen(
+                "a%d.vma" % k, disks=disks, uuid=self.uuids[k],
+                configs=[("qemu-server.conf", b"memory: %d\n" % (512 + k)),
+                         ("backup-chain", blob)],
+                keep=keep, order="shuffle", seed=k))
+            self.states.append(state)
+        self.states = self.states[1:]
+
+    def check_dir(self, out, k):
+        for name, data in self.states[k].items():
+            self.assertFileData(os.path.join(out, "disk-%s.raw" % name), data)
+        self.assertFileData(os.path.join(out, "qemu-server.conf"),
+                            b"memory: %d\n" % (512 + k))
+
+    # list
+
+    def test_list_human_and_json(self):
+        r = self.ok(self.vma("list", self.archives[2]))
+        u = [vmagen.uuid_str(x) for x in self.uuids]
+        self.assertIn("CHAIN: uuid=%s depth=2 base=%s chain=%s,%s\n" %
+                      (u[2], u[1], u[0], u[1]), r.outtext)
+        self.assertIn("CHAIN: disk=b full reason=invalid\n", r.outtext)
+        self.assertIn("CHAIN: disk=a incremental reason=used\n", r.outtext)
+        self.assertTrue(r.outtext.splitlines()[-1].startswith("CTIME: "))
+        j = json.loads(self.ok(self.vma("list", "--output=json",
+                                        self.archives[2])).out)
+        self.assertEqual(j["chain"]["depth"], 2)
+        self.assertEqual(j["chain"]["base"], u[1])
+        self.assertEqual(j["chain"]["chain"], u[:2])
+        self.assertIn({"name": "c", "mode": "full", "reason": "new"},
+                      j["chain"]["disks"])
+        j = json.loads(self.ok(self.vma("list", "--output=json",
+                                        self.archives[0])).out)
+        self.assertEqual(j["chain"]["depth"], 0)
+        self.assertIsNone(j["chain"]["base"])
+        plain = self.gen("plain.vma", disks=[("a", b"x" * 4096)])
+        j = json.loads(self.ok(self.vma("list", "--output=json", plain)).out)
+        self.assertIsNone(j["chain"])
+
+    # verify
+
+    def test_verify_each_and_the_chain(self):
+        for k, arch in enumerate(self.archives):
+            self.ok(self.vma("verify", arch))
+            self.ok(self.vma("verify", *self.archives[:k + 1]))
+        r = self.ok(self.vma("verify", "-v", *self.archives))
+        self.assertEqual(r.outtext.count("CTIME:"), 4)
+
+    def test_strict_reader_refuses_incremental(self):
+        """Without the blob (a reader that knows nothing of chains sees
+        just this) an incremental is an incomplete archive."""
+        info = vmagen.parse(read_file(self.archives[1]))
+        self.assertTrue(info)
+        state = self.states[1]
+        bare = self.gen("bare.vma", disks=[(n, state[n])
+                                           for n in sorted(state)],
+                        keep={"a": [0, 5, 17]})
+        self.refused(self.vma("verify", bare), ["missing"])
+        self.refused(self.vma("extract", bare, os.path.join(self.box, "o")),
+                     ["missing"])
+        self.assertFalse(os.path.exists(os.path.join(self.box, "o")))
+        # a blob that says "full" for a disk with absent clusters
+        blob = vmagen.chain_blob(self.uuids[1], self.uuids[:1],
+                                 [("a", "full", None), ("b", "full", None)])
+        lie = self.gen("lie.vma", disks=[(n, state[n]) for n in sorted(state)],
+                       configs=[("backup-chain", blob)], uuid=self.uuids[1],
+                       keep={"a": [0, 5, 17]})
+        self.refused(self.vma("verify", lie), ["missing"])
+        self.refused(self.vma("verify", self.archives[0], lie), ["missing"])
+
+    # extract
+
+    def test_extract_every_point(self):
+        for k in range(4):
+            out = os.path.join(self.box, "out%d" % k)
+            self.ok(self.vma("extract", *self.archives[:k + 1], out))
+            self.check_dir(out, k)
+            self.assertNotIn("tmp-", " ".join(os.listdir(out)))
+
+    def test_extract_r_every_point(self):
+        for k in range(4):
+            for zero in ("0", "1"):
+                targets = {}
+                for name, data in self.states[k].items():
+                    fill = bytes(len(data)) if zero == "0" else \
+                        random_data(len(data), k)
+                    targets[name] = write_file(os.path.join(
+                        self.box, "t%d%s-%s.raw" % (k, zero, name)), fill)
+                mapf = write_file(os.path.join(self.inp, "map%d%s" % (k, zero)),
+                                  "".join("%s:%s=%s\n" % (zero, n, t)
+                                          for n, t in targets.items())
+                                  .encode())
+                out = os.path.join(self.box, "o%d%s" % (k, zero))
+                r = self.ok(self.vma("extract", "-r", mapf,
+                                     *self.archives[:k + 1], out))
+                self.assertIn("CHAIN: uuid=%s" %
+                              vmagen.uuid_str(self.uuids[k]), r.outtext)
+                for name, data in self.states[k].items():
+                    self.assertFileData(targets[name], data)
+
+    def test_extract_pipe_and_compressed(self):
+        a = self.archives
+        self.ok(self.shell('gzip -c "$1" >"$1.gz"; zstd -q -c "$2" >"$2.zst"',
+                           a[1], a[2]))
+        out = os.path.join(self.box, "out")
+        self.ok(self.shell('zstd -q -c "$4" | "$VMA" extract "$1" "$2.gz" '
+                           '"$3.zst" - "$5"', a[0], a[1], a[2], a[3], out))
+        self.check_dir(out, 3)
+        # the pipe need not be the last one
+        out2 = os.path.join(self.box, "out2")
+        self.ok(self.shell('cat "$1" | "$VMA" extract - "$2" "$3"',
+                           a[0], a[1], out2))
+        self.check_dir(out2, 1)
+        self.refused(self.vma("extract", "-", "-", out + "x",
+                              input=b""), ["stdin"])
+
+    def test_extract_selection(self):
+        out = os.path.join(self.box, "out")
+        self.ok(self.vma("extract", "-d", "a", *self.archives, out))
+        self.assertFileData(os.path.join(out, "disk-a.raw"),
+                            self.states[3]["a"])
+        self.assertFalse(os.path.exists(os.path.join(out, "disk-b.raw")))
+
+    def refused_before_writing(self, args, keywords):
+        out = os.path.join(self.box, "out")
+        self.refused(self.vma("extract", *args, out), keywords)
+        self.assertFalse(os.path.exists(out), "something was written")
+        self.refused(self.vma("merge", *args, "-o",
+                              os.path.join(self.box, "m.vma")), keywords)
+        self.assertFalse(os.path.exists(os.path.join(self.box, "m.vma")))
+        self.refused(self.vma("verify", *args), keywords)
+
+    def test_wrong_order_refused(self):
+        a = self.archives
+        self.refused_before_writing([a[0], a[2], a[1]], ["does not follow"])
+        self.refused_before_writing([a[1], a[0]], ["full archive first",
+                                                   "comes first"])
+        self.refused_before_writing([a[0], a[1], a[1]], ["does not follow"])
+        self.refused_before_writing([a[0], a[0]], ["can only come first"])
+
+    def test_missing_link_refused(self):
+        a = self.archives
+        self.refused_before_writing([a[0], a[2]], ["does not follow"])
+        self.refused_before_writing([a[0], a[1], a[3]], ["does not follow"])
+
+    def test_lone_incremental_refused_for_restore(self):
+        out = os.path.join(self.box, "out")
+        self.refused(self.vma("extract", self.archives[2], out),
+                     ["give the whole chain"])
+        self.assertFalse(os.path.exists(out))
+        self.refused(self.vma("merge", self.archives[2], "-o",
+                              os.path.join(self.box, "m.vma")),
+                     ["give the whole chain"])
+
+    def test_wrong_base_refused(self):
+        """An incremental of another full archive (same disks)."""
+        other = bytes([0xEE] * 16)
+        blob = vmagen.chain_blob(self.uuids[1], [other],
+                                 [("a", "incremental", "used"),
+                                  ("b", "incremental", "used")])
+        state = self.states[1]
+        inc = self.gen("other.vma", disks=[(n, state[n])
+                                           for n in sorted(state)],
+                       configs=[("backup-chain", blob)], uuid=self.uuids[1],
+                       keep={"a": [0], "b": [0]})
+        self.refused_before_writing([self.archives[0], inc],
+                                    ["does not follow"])
+        # the right base, but a chain that names another full archive
+        blob = vmagen.chain_blob(self.uuids[2], [other, self.uuids[1]],
+                                 [("a", "incremental", "used"),
+                                  ("b", "incremental", "used")])
+        inc2 = self.gen("other2.vma", disks=[(n, state[n])
+                                             for n in sorted(state)],
+                        configs=[("backup-chain", blob)], uuid=self.uuids[2],
+                        keep={"a": [0], "b": [0]})
+        self.refused_before_writing([self.archives[0], self.archives[1], inc2],
+                                    ["another chain"])
+
+    def test_size_mismatch_refused(self):
+        state = dict(self.states[0])
+        state["a"] = state["a"] + bytes(65536)
+        blob = vmagen.chain_blob(self.uuids[1], self.uuids[:1],
+                                 [("a", "incremental", "used"),
+                                  ("b", "incremental", "used")])
+        inc = self.gen("grown.vma", disks=[(n, state[n])
+                                           for n in sorted(state)],
+                       configs=[("backup-chain", blob)], uuid=self.uuids[1],
+                       keep={"a": [0], "b": [0]})
+        self.refused_before_writing([self.archives[0], inc], ["bytes"])
+
+    def test_bad_blob_refused(self):
+        bad = self.gen("bad.vma", disks=[("a", b"x" * 4096)],
+                       configs=[("backup-chain", b"format=1\nuuid=x\n")])
+        self.refused(self.vma("verify", bad), ["backup-chain"])
+        r = self.ok(self.vma("list", bad))
+        self.assertIn("backup-chain", r.errtext)
+
+    # merge
+
+    def test_merge_every_point(self):
+        for k in range(4):
+            m = os.path.join(self.box, "m%d.vma" % k)
+            self.ok(self.vma("merge", *self.archives[:k + 1], "-o", m))
+            self.ok(self.vma("verify", m))
+            j = json.loads(self.ok(self.vma("list", "--output=json", m)).out)
+            self.assertIsNone(j["chain"])
+            self.assertNotIn(vmagen.uuid_str(self.uuids[k]), j["uuid"])
+            self.assertEqual([c["name"] for c in j["configs"]],
+                             ["qemu-server.conf"])
+            out = os.path.join(self.box, "out%d" % k)
+            self.ok(self.vma("extract", m, out))
+            self.check_dir(out, k)
+
+    def test_merge_pipes(self):
+        a = self.archives
+        self.ok(self.shell('zstd -q -c "$1" >"$1.zst"', a[0]))
+        r = self.ok(self.shell('cat "$4" | "$VMA" merge "$1.zst" "$2" "$3" - '
+                               '-o - | "$VMA" extract - "$5"',
+                               a[0], a[1], a[2], a[3],
+                               os.path.join(self.box, "out")))
+        self.check_dir(os.path.join(self.box, "out"), 3)
+        self.assertEqual(r.err, b"")
+
+    def test_merge_refuses_existing_output(self):
+        m = write_file(os.path.join(self.box, "m.vma"), b"keep")
+        self.refused(self.vma("merge", *self.archives, "-o", m),
+                     ["exists"])
+        self.assertEqual(read_file(m), b"keep")
+
+    def test_merge_corrupt_input_leaves_nothing(self):
+        data = read_file(self.archives[1])
+        bad = write_file(os.path.join(self.inp, "bad1.vma"),
+                         data[:len(data) - 1000])    # cut inside an extent
+        m = os.path.join(self.box, "m.vma")
+        self.refused(self.vma("merge", self.archives[0], bad, "-o", m))
+        self.assertFalse(os.path.exists(m))
+        out = os.path.join(self.box, "out")
+        self.refused(self.vma("extract", self.archives[0], bad, out))
+        self.assertNoDiskFiles(self.box)
 
 
 # ---------------------------------------------------------------------------

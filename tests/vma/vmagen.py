@@ -253,10 +253,33 @@ def _mark(slots, is_vm):
     return out
 
 
+def uuid_str(u):
+    h = u.hex()
+    return "%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
+
+
+def chain_blob(uuid, chain=(), disks=(), extra=""):
+    """The backup-chain config blob (docs/specs/vma_spec.txt) of an archive
+    with @uuid (16 bytes) after the archives @chain (uuids, full first;
+    empty for a full archive).  disks: [(name, "full"|"incremental",
+    reason or None)].  extra: lines added as they are."""
+    lines = ["format=1", "uuid=" + uuid_str(uuid), "depth=%d" % len(chain)]
+    if chain:
+        lines.append("base=" + uuid_str(chain[-1]))
+        lines.append("chain=" + ",".join(uuid_str(u) for u in chain))
+    for name, mode, reason in disks:
+        lines.append("disk.%s=%s%s" % (name, mode,
+                                       ":" + reason if reason else ""))
+    return ("\n".join(lines) + "\n" + extra).encode()
+
+
 def build(disks=(), configs=(), vmstate=None, order="seq", seed=0,
           per_extent=WRITER_SLOTS, trailing_extent=True, uuid=None,
-          ctime=None, blob_pad=0, blob_pad_fill=0):
+          ctime=None, blob_pad=0, blob_pad_fill=0, keep=None):
     """Build an Archive.
+
+    keep: {disk name: clusters} stores only those clusters of those disks
+    (an incremental archive: the others are absent).
 
     disks: [(name, data)] or [(name, data, size)]; data is bytes (shorter
     than size means zero-padded).  configs: [(name, data)].  vmstate: bytes
@@ -283,8 +306,11 @@ def build(disks=(), configs=(), vmstate=None, order="seq", seed=0,
         if size <= 0:
             raise GenError("disk %r: size must be > 0" % (name,))
         a.devices.append((dev_id, _bytes(name), size))
+        wanted = range(clusters_of(size))
+        if keep is not None and name in keep:
+            wanted = sorted(set(keep[name]))
         per_dev.append(_mark([cluster_slot(dev_id, c, data, size)
-                              for c in range(clusters_of(size))], False))
+                              for c in wanted], False))
         dev_id += 1
     if vmstate is not None:
         if len(vmstate) == 0:

@@ -35,6 +35,8 @@ int vma_cmd_config(int argc, char **argv);
 int vma_cmd_create(int argc, char **argv);
 int vma_cmd_extract(int argc, char **argv);
 int vma_cmd_verify(int argc, char **argv);
+/* vma-merge.c */
+int vma_cmd_merge(int argc, char **argv);
 /* vma-mount.c */
 int vma_cmd_mount(int argc, char **argv);
 int vma_cmd_umount(int argc, char **argv);

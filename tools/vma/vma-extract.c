@@ -3,7 +3,16 @@
  * whole archive
  *
  * Both read the archive once, front to back, so it can come from a pipe.
- * verify only validates.  extract writes configs and the RAM state into a
+ * verify only validates.
+ *
+ * Both also take a backup chain (vma-chain-in.h): a full archive and its
+ * incrementals, oldest first.  Every link is checked from the headers
+ * before anything is read or written; then the archives are read one after
+ * another, each once.  extract writes each disk into its target from the
+ * newest archive in which the disk is complete on: later archives
+ * overwrite the clusters they hold (zeroes written as data, since the
+ * target no longer reads as zeroes there), absent clusters keep what the
+ * earlier ones wrote.  extract writes configs and the RAM state into a
  * new directory and the disks either there (disk-<devname>.raw) or, with a
  * restore map (-r), into the targets the map names: existing images of any
  * format a back end opens (QEMU's block layer in the QEMU build).
@@ -23,6 +32,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "vma-chain-in.h"
 #include "vma-cmd.h"
 #include "vma-ops.h"
 #include "vma-progress.h"
@@ -60,11 +70,47 @@ static bool verify_cluster(void *opaque, const VmaDeviceInfo *dev,
     return vma_check_interrupted(errp);
 }
 
+/* Read archive @k of the chain to its end, checking everything */
+static bool verify_one(VmaChainIn *c, unsigned k, bool verbose, GError **errp)
+{
+    VmaReader *r = c->archives[k].reader;
+    VerifyJob job = { 0 };
+    bool ok;
+
+    if (verbose) {
+        /* As the reference: the listing first, then progress */
+        vma_list_print_human(r);
+        fflush(stdout);
+        job.report = vma_read_report_new(r);
+        job.progress = vma_progress_new("verify", vma_archive_total_bytes(r));
+    }
+    /* Without progress to report, no sink is needed at all */
+    ok = vma_reader_run(r, verbose ? verify_cluster : NULL, &job, errp);
+    if (ok) {
+        vma_progress_finish(job.progress, job.done);
+        vma_read_report_finish(job.report);
+    } else {
+        vma_add_input_detail(*errp, c->archives[k].input);
+        if (c->count > 1) {
+            g_prefix_error(errp, "'%s': ", c->paths[k]);
+        }
+    }
+    vma_progress_free(job.progress);
+    vma_read_report_free(job.report);
+    return ok;
+}
+
+/*
+ * One archive, or a chain.  An incremental's absent clusters are allowed
+ * for its incremental disks only; its full disks must be complete.  For a
+ * chain, every cluster of the newest state is then present somewhere: a
+ * disk is complete in the full archive (or where it is full), and each
+ * later archive where it is incremental has it at the same size.
+ */
 int vma_cmd_verify(int argc, char **argv)
 {
     g_autoptr(GError) err = NULL;
-    VmaArchiveIn a = { 0 };
-    VerifyJob job = { 0 };
+    VmaChainIn c;
     bool verbose = false;
     bool ok;
     int opt;
@@ -78,35 +124,19 @@ int vma_cmd_verify(int argc, char **argv)
             return vma_cmd_option_error("verify", opt, argv);
         }
     }
-    if (argc - optind != 1) {
-        return vma_cmd_usage_error("verify: expected one archive");
+    if (argc - optind < 1) {
+        return vma_cmd_usage_error("verify: expected an archive, or a chain "
+                                   "of archives (full archive first)");
     }
-    if (!vma_archive_open(&a, argv[optind], &err)) {
-        return vma_cmd_fail(err);
+    ok = vma_chain_in_open(&c, argv + optind, argc - optind, true, &err);
+    for (unsigned k = 0; ok && k < c.count; k++) {
+        ok = verify_one(&c, k, verbose, &err);
+        vma_chain_in_close_one(&c, k);
     }
-    if (verbose) {
-        /* As the reference: the listing first, then progress */
-        vma_list_print_human(a.reader);
-        fflush(stdout);
-        job.report = vma_read_report_new(a.reader);
-        job.progress = vma_progress_new("verify",
-                                        vma_archive_total_bytes(a.reader));
-    }
-    /* Without progress to report, no sink is needed at all */
-    ok = vma_reader_run(a.reader, verbose ? verify_cluster : NULL, &job,
-                        &err);
-    if (ok) {
-        vma_progress_finish(job.progress, job.done);
-        vma_read_report_finish(job.report);
-    } else {
-        vma_add_input_detail(err, a.input);
-    }
-    vma_progress_free(job.progress);
-    vma_read_report_free(job.report);
+    vma_chain_in_close(&c);
     if (ok && !vma_flush_stdout(&err)) {
         ok = false;
     }
-    vma_archive_close(&a);
     return ok ? EXIT_SUCCESS : vma_cmd_fail(err);
 }
 
@@ -115,7 +145,8 @@ int vma_cmd_verify(int argc, char **argv)
 /* ------------------------------------------------------------------------ */
 
 typedef struct ExtractJob {
-    VmaReader *reader;
+    VmaChainIn *chain;
+    VmaReader *reader;                  /* the newest archive's */
     const char *dir;
     int dirfd;
     bool dir_created;
@@ -124,8 +155,11 @@ typedef struct ExtractJob {
     VmaMapEntry *mapped[VMA_MAX_DEVICES];   /* by dev_id, into map */
     VmaTarget *targets[VMA_MAX_DEVICES];
     GPtrArray *files;                   /* written into dir, for cleanup */
-    struct stat input_st;               /* of the archive, when it has one */
-    bool have_input_st;
+    struct stat *input_st;              /* of each archive, when it has one */
+    bool *have_input_st;
+    /* The archive being read: where its devices go (by its dev_ids) */
+    VmaTarget *pass_target[VMA_MAX_DEVICES];
+    bool pass_overwrite[VMA_MAX_DEVICES];   /* earlier data is there */
     VmaReadReport *report;
     VmaProgress *progress;
     uint64_t done;
@@ -391,12 +425,14 @@ static bool extract_check_map_targets(ExtractJob *job, GError **errp)
             continue;
         }
         have_st[i] = stat(e->target, &st[i]) == 0;
-        if (have_st[i] && job->have_input_st &&
-            same_file(&st[i], &job->input_st)) {
-            g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
-                        "restore map line %u: target '%s' is the archive "
-                        "being read", e->line, e->target);
-            return false;
+        for (unsigned k = 0; have_st[i] && k < job->chain->count; k++) {
+            if (job->have_input_st[k] &&
+                same_file(&st[i], &job->input_st[k])) {
+                g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
+                            "restore map line %u: target '%s' is the "
+                            "archive being read", e->line, e->target);
+                return false;
+            }
         }
         for (unsigned j = 0; j < i; j++) {
             const VmaDeviceInfo *other = vma_reader_get_device(r, j);
@@ -575,10 +611,16 @@ static bool extract_create_file_targets(ExtractJob *job, GError **errp)
  */
 static bool extract_write_disk_cluster(VmaTarget *t, uint64_t offset,
                                        uint16_t mask, const uint8_t *data,
-                                       size_t len, GError **errp)
+                                       size_t len, bool overwrite,
+                                       GError **errp)
 {
     unsigned i = 0;
 
+    if (overwrite) {
+        /* Over an earlier archive's data: every byte, zeroes too */
+        return t->ops->write(t, offset, data ? data : zero_cluster, len,
+                             errp);
+    }
     if (mask == 0) {
         return t->ops->write_zeroes(t, offset, len, errp);
     }
@@ -616,7 +658,7 @@ static bool extract_cluster(void *opaque, const VmaDeviceInfo *dev,
                             const uint8_t *data, size_t len, GError **errp)
 {
     ExtractJob *job = opaque;
-    VmaTarget *t = job->targets[dev->dev_id];
+    VmaTarget *t = job->pass_target[dev->dev_id];
     uint64_t offset = cluster_num * VMA_CLUSTER_SIZE;
 
     job->done += len;
@@ -633,7 +675,9 @@ static bool extract_cluster(void *opaque, const VmaDeviceInfo *dev,
         return t->ops->write(t, offset, data ? data : zero_cluster, len,
                              errp);
     }
-    return extract_write_disk_cluster(t, offset, mask, data, len, errp);
+    return extract_write_disk_cluster(t, offset, mask, data, len,
+                                      job->pass_overwrite[dev->dev_id],
+                                      errp);
 }
 
 /* Flush every target and move files into place; the first failure stops */
@@ -686,11 +730,63 @@ static void extract_cleanup(ExtractJob *job, bool ok)
     vma_read_report_free(job->report);
 }
 
-static bool extract_run(ExtractJob *job, GPtrArray *names,
-                        const char *map_path, bool verbose, VmaInput *input,
-                        GError **errp)
+/*
+ * Where the devices of archive @k go: a device of the newest state that
+ * was selected, from the archive in which it is complete on (the RAM
+ * state: the newest archive's only)
+ */
+static void extract_plan_pass(ExtractJob *job, unsigned k)
 {
-    bool ok;
+    VmaReader *r = job->chain->archives[k].reader;
+    unsigned newest = job->chain->count - 1;
+
+    memset(job->pass_target, 0, sizeof(job->pass_target));
+    memset(job->pass_overwrite, 0, sizeof(job->pass_overwrite));
+    for (unsigned i = 0; i < vma_reader_get_device_count(r); i++) {
+        const VmaDeviceInfo *dev = vma_reader_get_device(r, i);
+        const VmaDeviceInfo *now = vma_find_device_by_name(job->reader,
+                                                           dev->name);
+        unsigned first;
+
+        if (!now || now->is_vmstate != dev->is_vmstate) {
+            continue;
+        }
+        first = dev->is_vmstate ? newest :
+                vma_chain_in_first_for(job->chain, dev->name);
+        if (k < first) {
+            continue;   /* outdated: a later archive has it complete */
+        }
+        job->pass_target[dev->dev_id] = job->targets[now->dev_id];
+        job->pass_overwrite[dev->dev_id] = k > first;
+    }
+}
+
+/* Read every archive of the chain in order into the targets */
+static bool extract_read_all(ExtractJob *job, GError **errp)
+{
+    VmaChainIn *c = job->chain;
+
+    for (unsigned k = 0; k < c->count; k++) {
+        extract_plan_pass(job, k);
+        if (!vma_reader_run(c->archives[k].reader, extract_cluster, job,
+                            errp)) {
+            vma_add_input_detail(*errp, c->archives[k].input);
+            if (c->count > 1) {
+                g_prefix_error(errp, "'%s': ", c->paths[k]);
+            }
+            return false;
+        }
+        if (k + 1 < c->count) {
+            vma_chain_in_close_one(c, k);
+        }
+    }
+    return true;
+}
+
+static bool extract_run(ExtractJob *job, GPtrArray *names,
+                        const char *map_path, bool verbose, GError **errp)
+{
+    uint64_t total = 0;
 
     /*
      * The reference tool's order, which qemu-server relies on: the configs
@@ -708,16 +804,14 @@ static bool extract_run(ExtractJob *job, GPtrArray *names,
         return false;
     }
     if (verbose) {
+        /* A chain's incrementals count at their disks' full size */
+        for (unsigned k = 0; k < job->chain->count; k++) {
+            total += vma_archive_total_bytes(job->chain->archives[k].reader);
+        }
         job->report = vma_read_report_new(job->reader);
-        job->progress = vma_progress_new("extract",
-                                         vma_archive_total_bytes(job->reader));
+        job->progress = vma_progress_new("extract", total);
     }
-    ok = vma_reader_run(job->reader, extract_cluster, job, errp);
-    if (!ok) {
-        vma_add_input_detail(*errp, input);
-        return false;
-    }
-    if (!extract_commit(job, errp)) {
+    if (!extract_read_all(job, errp) || !extract_commit(job, errp)) {
         return false;
     }
     /* The configs' names (the disks' renames synced their own) */
@@ -738,8 +832,9 @@ int vma_cmd_extract(int argc, char **argv)
     g_autoptr(GPtrArray) names = g_ptr_array_new();
     const char *map_path = NULL;
     ExtractJob job = { .dirfd = -1 };
-    VmaArchiveIn a = { 0 };
+    VmaChainIn chain;
     bool verbose = false;
+    unsigned count;
     bool ok;
     int opt;
 
@@ -758,23 +853,36 @@ int vma_cmd_extract(int argc, char **argv)
             return vma_cmd_option_error("extract", opt, argv);
         }
     }
-    if (argc - optind != 2) {
-        return vma_cmd_usage_error("extract: expected an archive and a "
-                                   "target directory");
+    if (argc - optind < 2) {
+        return vma_cmd_usage_error("extract: expected an archive (or a "
+                                   "chain, full archive first) and a target "
+                                   "directory");
     }
-    if (map_path && !strcmp(map_path, "-") && !strcmp(argv[optind], "-")) {
-        return vma_cmd_usage_error("extract: the archive and the restore map "
-                                   "cannot both be stdin");
+    count = argc - optind - 1;
+    for (unsigned k = 0; map_path && k < count; k++) {
+        if (!strcmp(map_path, "-") && !strcmp(argv[optind + k], "-")) {
+            return vma_cmd_usage_error("extract: the archive and the "
+                                       "restore map cannot both be stdin");
+        }
     }
-    if (!vma_archive_open(&a, argv[optind], &err)) {
+    if (!vma_chain_in_open(&chain, argv + optind, count, false, &err)) {
+        vma_chain_in_close(&chain);
         return vma_cmd_fail(err);
     }
-    job.reader = a.reader;
-    job.have_input_st = vma_input_stat(a.input, &job.input_st);
-    job.dir = argv[optind + 1];
+    job.chain = &chain;
+    job.reader = vma_chain_in_newest(&chain);
+    job.input_st = g_new0(struct stat, count);
+    job.have_input_st = g_new0(bool, count);
+    for (unsigned k = 0; k < count; k++) {
+        job.have_input_st[k] = vma_input_stat(chain.archives[k].input,
+                                              &job.input_st[k]);
+    }
+    job.dir = argv[argc - 1];
     job.files = g_ptr_array_new_with_free_func(g_free);
-    ok = extract_run(&job, names, map_path, verbose, a.input, &err);
+    ok = extract_run(&job, names, map_path, verbose, &err);
     extract_cleanup(&job, ok);
-    vma_archive_close(&a);
+    g_free(job.input_st);
+    g_free(job.have_input_st);
+    vma_chain_in_close(&chain);
     return ok ? EXIT_SUCCESS : vma_cmd_fail(err);
 }

@@ -33,9 +33,51 @@ static char *format_ctime(int64_t ctime_s)
     return g_strdup(buf);
 }
 
+/*
+ * The backup-chain blob, parsed; NULL if there is none.  An invalid one is
+ * listed as such (a warning on stderr): the listing still shows the rest.
+ */
+static VmaChainInfo *list_get_chain(VmaReader *r)
+{
+    g_autoptr(GError) err = NULL;
+    VmaChainInfo *c = NULL;
+
+    if (!vma_chain_from_reader(r, false, &c, &err)) {
+        vma_cmd_error("warning: %s", err->message);
+    }
+    return c;
+}
+
+/* CHAIN: lines (before CTIME:, which ends the listing for scripts) */
+static void list_print_chain(const VmaChainInfo *c)
+{
+    char str[VMA_UUID_STR_SIZE];
+
+    vma_uuid_unparse(c->uuid, str);
+    printf("CHAIN: uuid=%s depth=%u", str, c->depth);
+    if (c->depth) {
+        vma_uuid_unparse(vma_chain_get_base(c), str);
+        printf(" base=%s chain=", str);
+        for (unsigned i = 0; i < c->depth; i++) {
+            vma_uuid_unparse(c->chain[i], str);
+            printf("%s%s", i ? "," : "", str);
+        }
+    }
+    printf("\n");
+    for (unsigned i = 0; i < c->disks->len; i++) {
+        const VmaChainDisk *d = c->disks->pdata[i];
+        g_autofree char *name = vma_printable_name(d->name);
+
+        printf("CHAIN: disk=%s %s%s%s\n", name,
+               d->incremental ? "incremental" : "full",
+               d->reason ? " reason=" : "", d->reason ? d->reason : "");
+    }
+}
+
 void vma_list_print_human(VmaReader *r)
 {
     g_autofree char *date = format_ctime(vma_reader_get_ctime(r));
+    VmaChainInfo *chain = list_get_chain(r);
 
     for (unsigned i = 0; i < vma_reader_get_config_count(r); i++) {
         const VmaConfigInfo *c = vma_reader_get_config(r, i);
@@ -54,6 +96,10 @@ void vma_list_print_human(VmaReader *r)
             printf("DEV: dev_id=%u size: %" PRIu64 " devname: %s\n",
                    dev->dev_id, dev->size, name);
         }
+    }
+    if (chain) {
+        list_print_chain(chain);
+        vma_chain_free(chain);
     }
     printf("CTIME: %s\n", date);
 }
@@ -78,6 +124,56 @@ static void json_append_string(GString *out, const char *str)
         }
     }
     g_string_append_c(out, '"');
+}
+
+static void json_append_uuid(GString *out, const uint8_t *uuid)
+{
+    char str[VMA_UUID_STR_SIZE];
+
+    vma_uuid_unparse(uuid, str);
+    g_string_append_printf(out, "\"%s\"", str);
+}
+
+/* The chain blob as an object, or null */
+static void list_json_chain(GString *out, VmaReader *r)
+{
+    VmaChainInfo *c = list_get_chain(r);
+
+    if (!c) {
+        g_string_append(out, "null");
+        return;
+    }
+    g_string_append_printf(out, "{\"format\": %d, \"uuid\": ",
+                           VMA_CHAIN_FORMAT);
+    json_append_uuid(out, c->uuid);
+    g_string_append_printf(out, ", \"depth\": %u, \"base\": ", c->depth);
+    if (c->depth) {
+        json_append_uuid(out, vma_chain_get_base(c));
+    } else {
+        g_string_append(out, "null");
+    }
+    g_string_append(out, ", \"chain\": [");
+    for (unsigned i = 0; i < c->depth; i++) {
+        g_string_append(out, i ? ", " : "");
+        json_append_uuid(out, c->chain[i]);
+    }
+    g_string_append(out, "], \"disks\": [");
+    for (unsigned i = 0; i < c->disks->len; i++) {
+        const VmaChainDisk *d = c->disks->pdata[i];
+
+        g_string_append(out, i ? ", {\"name\": " : "{\"name\": ");
+        json_append_string(out, d->name);
+        g_string_append_printf(out, ", \"mode\": \"%s\", \"reason\": ",
+                               d->incremental ? "incremental" : "full");
+        if (d->reason) {
+            json_append_string(out, d->reason);
+        } else {
+            g_string_append(out, "null");
+        }
+        g_string_append_c(out, '}');
+    }
+    g_string_append(out, "]}");
+    vma_chain_free(c);
 }
 
 static void list_json(VmaReader *r)
@@ -109,7 +205,9 @@ static void list_json(VmaReader *r)
                                "%s}", dev->size,
                                dev->is_vmstate ? "true" : "false");
     }
-    g_string_append(out, "]}\n");
+    g_string_append(out, "], \"chain\": ");
+    list_json_chain(out, r);
+    g_string_append(out, "}\n");
     fputs(out->str, stdout);
 }
 

@@ -38,8 +38,9 @@ static void print_usage(FILE *f)
 "vma config <filename> [-c <config>]\n"
 "vma create <filename> [-v] [-c <config>]...\n"
 "           [-d format=<format>:<device name>=<path>]...\n"
-"vma extract <filename> [-v] [-d <drive-list>]... [-r <fifo>] <targetdir>\n"
-"vma verify <filename> [-v]\n"
+"vma extract <filename>... [-v] [-d <drive-list>]... [-r <fifo>] <targetdir>\n"
+"vma verify <filename>... [-v]\n"
+"vma merge <full> <incremental>... -o <new archive>\n"
 "vma mount <filename> <dir>, vma umount <dir>\n"
 "vma serve <filename> --socket <path> | --tcp <host>:<port> [--pidfile <f>]\n"
 "vma help, vma <command> -h\n"
@@ -48,6 +49,11 @@ static void print_usage(FILE *f)
 "or zstd compressed.  create also writes to an existing FIFO or, with\n"
 "'exec:<command>', into the stdin of a shell command.  'config' prints\n"
 "%s unless -c names another config.\n"
+"\n"
+"Backup chains: extract and verify also take a full archive followed by\n"
+"its incrementals, in order (each read once; one may be '-'): extract\n"
+"restores the newest state.  merge writes that state as one full archive.\n"
+"All links are checked before anything is written.\n"
 "\n", VMA_DEFAULT_CONFIG);
     fprintf(f,
 "create: -d format=<format>:<devname>=<path>, formats: %s.  The old form,\n"
@@ -287,6 +293,7 @@ static const struct {
     { "create", vma_cmd_create },
     { "extract", vma_cmd_extract },
     { "verify", vma_cmd_verify },
+    { "merge", vma_cmd_merge },
     { "mount", vma_cmd_mount },
     { "umount", vma_cmd_umount },
     { "serve", vma_cmd_serve },
