@@ -13,7 +13,6 @@
  */
 
 #include <stdarg.h>
-#include <stdlib.h>
 #include <string.h>
 #include "vma-internal.h"
 
@@ -215,12 +214,12 @@ static bool chain_parse_depth(ChainParse *p, const char *value, unsigned line,
                               GError **errp)
 {
     char *end;
-    unsigned long n;
+    guint64 n;
 
     if (!g_ascii_isdigit(value[0]) || (value[0] == '0' && value[1])) {
         return chain_error(errp, line, "bad depth '%s'", value);
     }
-    n = strtoul(value, &end, 10);
+    n = g_ascii_strtoull(value, &end, 10);
     if (*end || n > VMA_CHAIN_MAX_DEPTH) {
         return chain_error(errp, line, "bad depth '%s'", value);
     }
