@@ -132,10 +132,17 @@ static void backup_vma_set_error(BackupVmaState *s, const char *msg)
 
 /* The end */
 
-static void backup_vma_free(BackupVmaState *s)
+/*
+ * Let go of every node, filter and blocker the backup holds; once every job
+ * has ended.  The state itself may live on a little (a finishing coroutine
+ * still holds it), but never holds nodes past the end: QEMU's exit closes
+ * all nodes right after it cancelled the jobs.
+ */
+static void backup_vma_release_nodes(BackupVmaState *s)
 {
     if (s->vm_state) {
         qemu_del_vm_change_state_handler(s->vm_state);
+        s->vm_state = NULL;
     }
     for (unsigned i = 0; i < s->n_devs; i++) {
         BackupVmaDevice *dev = &s->devs[i];
@@ -144,15 +151,25 @@ static void backup_vma_free(BackupVmaState *s)
         if (dev->blocker) {
             bdrv_op_unblock_all(dev->source, dev->blocker);
             error_free(dev->blocker);
+            dev->blocker = NULL;
         }
         if (dev->fleecing.cbw && dev->fleecing_break.notify) {
             notifier_remove(&dev->fleecing_break);
         }
         backup_vma_fleecing_stop(&dev->fleecing);
         bdrv_unref(dev->sink);
+        dev->sink = NULL;
         bdrv_unref(dev->source);
-        g_free(dev->name);
-        g_free(dev->drive);
+        dev->source = NULL;
+    }
+}
+
+static void backup_vma_free(BackupVmaState *s)
+{
+    backup_vma_release_nodes(s);
+    for (unsigned i = 0; i < s->n_devs; i++) {
+        g_free(s->devs[i].name);
+        g_free(s->devs[i].drive);
     }
     g_free(s->devs);
     if (s->txn) {
@@ -199,6 +216,7 @@ static void backup_vma_end(BackupVmaState *s)
     backup_status.archive_size = p.written;
     backup_status.end_time = time(NULL);
     backup_status.running = NULL;
+    backup_vma_release_nodes(s);
     backup_vma_unref(s);
 
     qapi_event_send_backup_completed(backup_status.status,
