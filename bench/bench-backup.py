@@ -14,7 +14,8 @@ Parts (--parts, default all but analyze, in this order):
            blockdev-backup (sync=full, raw file target added with
            blockdev-add) and qemu-img convert -O raw; QEMU's peak extra
            RSS (VmHWM after clear_refs, and sampled VmRSS) during each
-  workers  the same backup with max-workers 1, 8, 64
+  workers  the same backup with max-workers 1, 2, 4, 16, 64 (WORKERS),
+           beside qemu-img convert
   cbw      I/O per guest write during a backup held back (speed 1 B/s), on
            a 1 GiB disk (CBW_GIB): source-file syscalls (strace),
            query-blockstats, archive bytes, for writes to saved clusters,
@@ -563,27 +564,32 @@ class Bench:
     def part_workers(self):
         image = self.random_image()
         log('backup with different max-workers')
-        workers = [1, 8, 64]
+        workers = [int(w) for w in
+                   os.environ.get('WORKERS', '1,2,4,16,64').split(',')]
         methods = {f'max-workers={w}':
                    (lambda i, f, first, w=w: self.m_backup(i, f,
                                                            max_workers=w))
                    for w in workers}
+        methods['qemu-img convert'] = lambda i, f, first: self.m_convert(i, f)
         res = self.compare(methods, image)
         self.raw['workers'] = res
         gib = self.size / GiB
         out = [f'`backup` of the same {self.size // GiB} GiB image with '
-               f'max-workers 1, 8, 64; median of {self.repeat} rounds', '',
+               f'max-workers {", ".join(map(str, workers))}, beside '
+               f'qemu-img convert; median of {self.repeat} rounds', '',
                '| max-workers | time | throughput | QEMU CPU | '
-               'peak extra RSS (VmHWM) | time / time(64) |',
+               'peak extra RSS (VmHWM) | throughput / qemu-img convert |',
                '|---|---|---|---|---|---|']
         for name, rs in res.items():
+            if name == 'qemu-img convert':
+                continue
             t = median([r['t'] for r in rs])
-            m, _, _ = self.ratio(res, 'max-workers=64', name)
+            m, lo, hi = self.ratio(res, name, 'qemu-img convert')
             out.append(f'| {name.split("=")[1]} | {fmt_s(t)} | '
                        f'{gib / t:.2f} GiB/s | '
                        f'{median([r["cpu"] for r in rs]):.2f} s | '
                        f'{fmt_mib(max(r["rss"].hwm - r["rss"].base for r in rs))}'
-                       f' | {m:.2f}x |')
+                       f' | {m:.2f}x ({lo:.2f}-{hi:.2f}) |')
         return out
 
     # part: 64 GiB empty disk
