@@ -83,13 +83,45 @@ static bool fuzz_locate(void *opaque, const VmaDeviceInfo *dev,
     return true;
 }
 
+/*
+ * The input as a backup-chain blob: what parses must format back into
+ * text that parses to the same
+ */
+static void fuzz_chain_blob(const uint8_t *data, size_t size)
+{
+    VmaChainInfo *c = vma_chain_parse(data, size, NULL);
+    VmaChainInfo *back;
+    char *text, *again;
+
+    if (!c) {
+        return;
+    }
+    text = vma_chain_format(c, NULL);
+    back = vma_chain_parse(text, strlen(text), NULL);
+    if (!back) {
+        __builtin_trap();
+    }
+    again = vma_chain_format(back, NULL);
+    if (strcmp(text, again)) {
+        __builtin_trap();
+    }
+    g_free(text);
+    g_free(again);
+    vma_chain_free(back);
+    vma_chain_free(c);
+}
+
 static void fuzz_scan(const uint8_t *data, size_t size)
 {
     FuzzInput in = { .data = data, .len = size };
     GError *err = NULL;
     VmaReader *r = vma_reader_new(fuzz_input, &in, &err);
+    VmaChainInfo *chain = NULL;
 
     if (r) {
+        /* An archive with a valid chain blob: its absent clusters allowed */
+        vma_chain_from_reader(r, true, &chain, NULL);
+        vma_chain_free(chain);
         vma_reader_scan(r, fuzz_pread, &in, size, fuzz_locate, &in, &err);
         vma_reader_free(r);
     }
@@ -118,5 +150,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     g_clear_error(&err);
     fuzz_checksum = sum;
     fuzz_scan(data, size);
+    fuzz_chain_blob(data, size);
     return 0;
 }
