@@ -315,6 +315,55 @@ static void test_reader_incremental(void)
     vma_reader_free(r);
 }
 
+static ssize_t pread_memory(void *opaque, void *buf, size_t len,
+                            uint64_t offset)
+{
+    GByteArray *a = opaque;
+    size_t n = offset < a->len ? MIN(len, a->len - offset) : 0;
+
+    memcpy(buf, a->data + offset, n);
+    return n;
+}
+
+static bool count_located(void *opaque, const VmaDeviceInfo *dev,
+                          uint64_t cluster_num, uint16_t mask,
+                          uint64_t data_offset, GError **errp)
+{
+    unsigned *count = opaque;
+
+    count[!strcmp(dev->name, "a") ? 0 : 1]++;
+    return true;
+}
+
+/* The random access scan (the vma block driver's) honours it too */
+static void test_scan_incremental(void)
+{
+    g_autoptr(GByteArray) arch = build_incremental(true, true, NULL);
+    TestInput in = { arch->data, arch->len, 0, 0 };
+    unsigned count[2] = { 0, 0 };
+    GError *err = NULL;
+    VmaChainInfo *c;
+    VmaReader *r;
+
+    r = vma_reader_new(test_input_from_memory, &in, &err);
+    g_assert_false(vma_reader_scan(r, pread_memory, arch, arch->len, NULL,
+                                   NULL, &err));
+    g_assert_error(err, VMA_ERROR, VMA_ERROR_TRUNCATED);
+    g_clear_error(&err);
+    vma_reader_free(r);
+
+    in.pos = 0;
+    r = vma_reader_new(test_input_from_memory, &in, &err);
+    g_assert_true(vma_chain_from_reader(r, true, &c, &err));
+    g_assert_true(vma_reader_scan(r, pread_memory, arch, arch->len,
+                                  count_located, count, &err));
+    g_assert_no_error(err);
+    g_assert_cmpuint(count[0], ==, 3);
+    g_assert_cmpuint(count[1], ==, 11);
+    vma_chain_free(c);
+    vma_reader_free(r);
+}
+
 static void test_reader_blob_mismatch(void)
 {
     g_autoptr(GByteArray) out = g_byte_array_new();
@@ -368,6 +417,7 @@ int main(int argc, char **argv)
     g_test_add_func("/vma/chain/parse-strict", test_parse_strict);
     g_test_add_func("/vma/chain/writer-incremental", test_writer_incremental);
     g_test_add_func("/vma/chain/reader-incremental", test_reader_incremental);
+    g_test_add_func("/vma/chain/scan-incremental", test_scan_incremental);
     g_test_add_func("/vma/chain/reader-blob-mismatch",
                     test_reader_blob_mismatch);
     g_test_add_func("/vma/chain/reader-no-blob", test_reader_no_blob);
