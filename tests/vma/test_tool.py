@@ -2756,6 +2756,32 @@ class Chain(ToolTest):
         r = self.ok(self.vma("list", bad))
         self.assertIn("backup-chain", r.errtext)
 
+    def test_vmstate_from_the_newest(self):
+        """The RAM state is never incremental: the newest archive's."""
+        u = [bytes([0x71] * 16), bytes([0x72] * 16)]
+        a = mixed_data(3 * 65536, 5)
+        a2 = change_clusters(a, [1], random.Random(1))
+        full = self.gen("vf.vma", disks=[("a", a)], uuid=u[0],
+                        vmstate=b"\x01" * 70000,
+                        configs=[("backup-chain", vmagen.chain_blob(
+                            u[0], [], [("a", "full", "new")]))])
+        inc = self.gen("vi.vma", disks=[("a", a2)], uuid=u[1],
+                       vmstate=b"\x02" * 100000, keep={"a": [1]},
+                       configs=[("backup-chain", vmagen.chain_blob(
+                           u[1], u[:1], [("a", "incremental", "used")]))])
+        out = os.path.join(self.box, "out")
+        self.ok(self.vma("extract", "-d", "a,vmstate", full, inc, out))
+        self.assertFileData(os.path.join(out, "disk-a.raw"), a2)
+        self.assertFileData(os.path.join(out, "vmstate.bin"),
+                            b"\x02" * 100000)
+        m = os.path.join(self.box, "m.vma")
+        self.ok(self.vma("merge", full, inc, "-o", m))
+        out2 = os.path.join(self.box, "out2")
+        self.ok(self.vma("extract", "-d", "a,vmstate", m, out2))
+        self.assertFileData(os.path.join(out2, "disk-a.raw"), a2)
+        self.assertFileData(os.path.join(out2, "vmstate.bin"),
+                            b"\x02" * 100000)
+
     # merge
 
     def test_merge_every_point(self):
