@@ -761,6 +761,24 @@ static void extract_plan_pass(ExtractJob *job, unsigned k)
     }
 }
 
+/*
+ * Push out what the targets still hold of one archive before the next one
+ * of a chain writes over it: targets keep writes in flight or pending
+ * (write-behind, gathered zero ranges), and two writes of the same cluster
+ * must not overtake each other
+ */
+static bool extract_flush_targets(ExtractJob *job, GError **errp)
+{
+    for (unsigned i = 0; i < VMA_MAX_DEVICES; i++) {
+        VmaTarget *t = job->targets[i];
+
+        if (t && !t->ops->flush(t, errp)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Read every archive of the chain in order into the targets */
 static bool extract_read_all(ExtractJob *job, GError **errp)
 {
@@ -778,6 +796,9 @@ static bool extract_read_all(ExtractJob *job, GError **errp)
         }
         if (k + 1 < c->count) {
             vma_chain_in_close_one(c, k);
+            if (!extract_flush_targets(job, errp)) {
+                return false;
+            }
         }
     }
     return true;
