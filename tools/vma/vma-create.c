@@ -255,29 +255,10 @@ static bool create_open_device(CreateJob *job, CreateDevice *dev,
     return dev->dev_id != 0;
 }
 
-/* All of @buf, whatever write() does; 0 or a negative errno */
-static int write_full(int fd, const void *buf, size_t len)
-{
-    const uint8_t *p = buf;
-
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-
-        if (n < 0 && errno == EINTR && !vma_interrupted) {
-            continue;
-        }
-        if (n < 0) {
-            return -errno;
-        }
-        p += n;
-        len -= n;
-    }
-    return 0;
-}
 
 static int create_flush_output(CreateJob *job)
 {
-    int ret = write_full(job->fd, job->out_buf, job->out_len);
+    int ret = vma_write_full(job->fd, job->out_buf, job->out_len);
 
     job->out_len = 0;
     return ret;
@@ -300,7 +281,7 @@ static int create_output(void *opaque, const void *buf, size_t len)
     }
     ret = create_flush_output(job);
     if (ret < 0 || len >= CREATE_OUTPUT_BUFFER_SIZE) {
-        return ret < 0 ? ret : write_full(job->fd, buf, len);
+        return ret < 0 ? ret : vma_write_full(job->fd, buf, len);
     }
     memcpy(job->out_buf, buf, len);
     job->out_len = len;

@@ -53,21 +53,8 @@ typedef struct MergeJob {
 static int merge_output(void *opaque, const void *buf, size_t len)
 {
     MergeJob *job = opaque;
-    const uint8_t *p = buf;
 
-    while (len > 0) {
-        ssize_t n = write(job->fd, p, len);
-
-        if (n < 0 && errno == EINTR && !vma_interrupted) {
-            continue;
-        }
-        if (n < 0) {
-            return -errno;
-        }
-        p += n;
-        len -= n;
-    }
-    return 0;
+    return vma_write_full(job->fd, buf, len);
 }
 
 /* Test and set bit @cluster of @set */

@@ -212,3 +212,23 @@ bool vma_output_close(VmaOutput *out, bool commit, GError **errp)
     g_free(out);
     return ok || !commit;
 }
+
+/* All of @buf, whatever write() does; 0 or a negative errno */
+int vma_write_full(int fd, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+
+        if (n < 0 && errno == EINTR && !vma_interrupted) {
+            continue;
+        }
+        if (n < 0) {
+            return -errno;
+        }
+        p += n;
+        len -= n;
+    }
+    return 0;
+}

@@ -25,6 +25,12 @@ VmaOutput *vma_output_open(const char *target, GError **errp);
 int vma_output_fd(VmaOutput *out);
 
 /*
+ * All of @buf to @fd, whatever write() does (EINTR retried unless the
+ * user interrupted); 0 or a negative errno
+ */
+int vma_write_full(int fd, const void *buf, size_t len);
+
+/*
  * After a failed write to an exec: command: wait for the command and, if
  * it failed, put why in front of @err's message (a command that exits
  * early is the cause of the broken pipe, not its effect)
