@@ -205,11 +205,6 @@ const char *backup_vma_archive_get_error(BackupVmaArchive *a)
     return a->errmsg;
 }
 
-bool backup_vma_archive_failed(BackupVmaArchive *a)
-{
-    return qatomic_read(&a->failed);
-}
-
 /* Writing */
 
 /* Pack @len bytes of @buf as one extent and queue it */

@@ -111,7 +111,6 @@ void backup_vma_archive_fail(BackupVmaArchive *a, int error,
                              const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 /* The first error's message, or NULL; main loop, after @fail_cb */
 const char *backup_vma_archive_get_error(BackupVmaArchive *a);
-bool backup_vma_archive_failed(BackupVmaArchive *a);
 void backup_vma_archive_get_progress(BackupVmaArchive *a,
                                      BackupVmaArchiveProgress *p);
 /* See backup_vma_output_drain_begin() */
