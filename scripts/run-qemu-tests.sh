@@ -8,7 +8,8 @@
 #                     `git am` round trip (1 test per patch + the round trip)
 #   (QEMU build)      scripts/qemu-build.sh, incremental; timed, not a test
 #   iotests-upstream  upstream iotests covering backup, copy-before-write,
-#                     fleecing and jobs: ./check -qcow2, 1 test per iotest
+#                     fleecing and jobs: ./check -qcow2, 1 test per iotest;
+#                     one that fails is run once more alone (timing)
 #   iotests-vma       our iotests (every tests/qemu-iotests/tests/* of this
 #                     repo), the same way
 #   qtest             qmp-cmd-test and test-hmp, 1 test per TAP line
@@ -151,6 +152,24 @@ run_iotests() {
             status[${BASH_REMATCH[1]}]=${BASH_REMATCH[2]}
         fi
     done < <(tr '\r' '\n' <"$log")
+    # Upstream's own tests (IOTEST_RETRY=1): one that fails runs once more,
+    # alone, and counts as passed only if it then passes.  Some are timing
+    # sensitive on a loaded 2-core machine (185: an event's order against a
+    # command's return; pristine QEMU fails the same way now and then).
+    if [ "${IOTEST_RETRY:-0}" = 1 ]; then
+        for t in "$@"; do
+            [ "${status[$t]:-}" = fail ] || continue
+            (cd "$BUILD/tests/qemu-iotests" &&
+             env TEST_DIR="$scratch" "${envs[@]}" \
+                 timeout -k 30 "$IOTEST_TIMEOUT" ./check --color=off -qcow2 "$t") \
+                >"$log.retry-$t" 2>&1
+            if tr '\r' '\n' <"$log.retry-$t" |
+                    grep -qE "^$t[[:space:]]+pass[[:space:]]+\["; then
+                echo "$group: $t failed once and passed when run again alone (first output in $log)"
+                status[$t]=pass
+            fi
+        done
+    fi
     for t in "$@"; do
         case ${status[$t]:-} in
             pass) pass=$((pass + 1)) ;;
@@ -325,7 +344,7 @@ want patches && run_patches
 if want iotests-upstream || want iotests-vma || want tool-qemu || want qtest || want ceph || want guest ||
    want guest-instant || want clang-werror; then
     if build_qemu; then
-        want iotests-upstream && run_iotests iotests-upstream -- "${UPSTREAM_IOTESTS[@]}"
+        want iotests-upstream && IOTEST_RETRY=1 run_iotests iotests-upstream -- "${UPSTREAM_IOTESTS[@]}"
         want iotests-vma && run_vma_iotests
         want tool-qemu && run_tool_qemu
         want qtest && run_qtests
