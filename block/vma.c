@@ -14,6 +14,20 @@
  * archive, zero blocks read as zero without I/O, and block-status reports
  * zero and data ranges as the archive has them.
  *
+ * Backup chains: a disk that the archive's "backup-chain" config marks
+ * incremental has absent clusters, unchanged since the chain's previous
+ * archive (its base).  Such a disk needs a backing node, the same disk of
+ * the base opened with this driver:
+ *
+ *   driver=vma,file.filename=inc2.vma,backing.file.filename=inc1.vma,
+ *       backing.backing.file.filename=full.vma
+ *
+ * (backing.driver defaults to vma and backing.device to this disk's name).
+ * The backing is checked at open (archive uuid = the chain's base, same
+ * disk name and size) and again before each read from it; without one the
+ * disk does not open.  Absent clusters are unallocated in this layer and
+ * read from the backing; stored and zero clusters are allocated here.
+ *
  * Copyright (c) the VMA backup authors
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -26,6 +40,7 @@
 #include "qemu/host-utils.h"
 #include "qemu/module.h"
 #include "qemu/option.h"
+#include "qobject/qdict.h"
 #include "block/block_int.h"
 #include "block/vma.h"
 
@@ -50,6 +65,13 @@
 typedef struct BDRVVmaState {
     char *device;           /* the disk's name in the archive */
     uint8_t dev_id;
+    uint8_t uuid[VMA_UUID_SIZE];        /* the archive's */
+    /*
+     * An incremental disk of a backup chain: absent clusters are those of
+     * the archive with uuid @base_uuid, read from bs->backing
+     */
+    bool incremental;
+    uint8_t base_uuid[VMA_UUID_SIZE];
     uint64_t size;          /* the disk's size in bytes */
     uint64_t clusters;
 
@@ -66,7 +88,11 @@ typedef struct BDRVVmaState {
     uint32_t *rank;
     unsigned rank_shift;
     uint64_t stored_clusters;
+    /* Incremental disks: one bit per cluster, set when it is present */
+    unsigned long *present;
 } BDRVVmaState;
+
+static BlockDriver bdrv_vma;
 
 static QemuOptsList runtime_opts = {
     .name = "vma",
@@ -277,7 +303,13 @@ static bool vma_index_cluster(void *opaque, const VmaDeviceInfo *dev,
     uint32_t c = cluster_num;
     uint64_t loc;
 
-    if (dev->dev_id != b->s->dev_id || !mask) {
+    if (dev->dev_id != b->s->dev_id) {
+        return true;
+    }
+    if (b->s->present) {
+        set_bit(c, b->s->present);
+    }
+    if (!mask) {
         return true;
     }
     if (data_offset >= VMA_LOC_MAX_OFFSET) {
@@ -364,6 +396,7 @@ static int GRAPH_RDLOCK vma_build_index(BlockDriverState *bs, QemuOpts *opts,
     g_autofree uint8_t *buf = g_malloc(VMA_READAHEAD_SIZE);
     VmaOpenInput in = { .file = bs->file, .buf = buf };
     VmaIndexBuild b = { .s = s, .in_order = true };
+    VmaChainInfo *chain = NULL;
     const VmaDeviceInfo *dev;
     VmaReader *r;
     int64_t size;
@@ -389,11 +422,27 @@ static int GRAPH_RDLOCK vma_build_index(BlockDriverState *bs, QemuOpts *opts,
         vma_reader_free(r);
         return -EINVAL;
     }
+    if (!vma_chain_from_reader(r, true, &chain, &gerr)) {
+        error_setg(errp, "%s", gerr->message);
+        vma_reader_free(r);
+        return -EINVAL;
+    }
+    vma_reader_get_uuid(r, s->uuid);
     s->device = g_strdup(dev->name);
     s->dev_id = dev->dev_id;
     s->size = dev->size;
     s->clusters = DIV_ROUND_UP(dev->size, VMA_CLUSTER_SIZE);
     s->stored = bitmap_new(s->clusters);
+    if (chain) {
+        const VmaChainDisk *cd = vma_chain_find_disk(chain, dev->name);
+
+        if (cd && cd->incremental) {
+            s->incremental = true;
+            memcpy(s->base_uuid, vma_chain_get_base(chain), VMA_UUID_SIZE);
+            s->present = bitmap_new(s->clusters);
+        }
+        vma_chain_free(chain);
+    }
     b.clusters = g_array_new(false, false, sizeof(uint32_t));
     b.locs = g_array_new(false, false, sizeof(uint64_t));
 
@@ -407,6 +456,141 @@ static int GRAPH_RDLOCK vma_build_index(BlockDriverState *bs, QemuOpts *opts,
     }
     vma_reader_free(r);
     vma_index_finish(&b);
+    return 0;
+}
+
+static void vma_close(BlockDriverState *bs)
+{
+    BDRVVmaState *s = bs->opaque;
+
+    g_free(s->device);
+    g_free(s->stored);
+    g_free(s->loc);
+    g_free(s->rank);
+    g_free(s->present);
+}
+
+/* Does @options give a backing (backing=<node> or backing.<option>=...)? */
+static bool vma_backing_given(QDict *options)
+{
+    for (const QDictEntry *e = qdict_first(options); e;
+         e = qdict_next(options, e)) {
+        if (!strcmp(e->key, "backing") ||
+            g_str_has_prefix(e->key, "backing.")) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * Is bs->backing the same disk of this archive's base, opened with this
+ * driver (filters above it are fine)?
+ */
+static bool GRAPH_RDLOCK vma_check_backing(BlockDriverState *bs, Error **errp)
+{
+    BDRVVmaState *s = bs->opaque;
+    BlockDriverState *base = bs->backing ?
+                             bdrv_skip_filters(bs->backing->bs) : NULL;
+    char self[VMA_UUID_STR_SIZE], want[VMA_UUID_STR_SIZE];
+    char got[VMA_UUID_STR_SIZE];
+    BDRVVmaState *b;
+
+    vma_uuid_unparse(s->uuid, self);
+    vma_uuid_unparse(s->base_uuid, want);
+    if (!base || base->drv != &bdrv_vma) {
+        error_setg(errp, "Disk '%s' of archive %s is incremental: its "
+                   "backing must be disk '%s' of its base archive %s, "
+                   "opened with the vma driver, not a %s node", s->device,
+                   self, s->device, want,
+                   base ? base->drv->format_name : "missing");
+        return false;
+    }
+    b = base->opaque;
+    vma_uuid_unparse(b->uuid, got);
+    if (memcmp(b->uuid, s->base_uuid, VMA_UUID_SIZE)) {
+        error_setg(errp, "Disk '%s' of archive %s: the backing is archive "
+                   "%s, but this archive's base is archive %s", s->device,
+                   self, got, want);
+        return false;
+    }
+    if (strcmp(b->device, s->device) || b->size != s->size) {
+        error_setg(errp, "Disk '%s' of archive %s (%" PRIu64 " bytes): the "
+                   "backing is disk '%s' (%" PRIu64 " bytes) of its base "
+                   "archive %s, not the same disk at the same size",
+                   s->device, self, s->size, b->device, b->size, want);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Open the backing of an incremental disk (before the block layer would,
+ * so that a wrong one fails the open); refuse one for a complete disk
+ */
+static int vma_open_backing(BlockDriverState *bs, QDict *options,
+                            Error **errp)
+{
+    /* The block layer hides BDRV_O_NO_BACKING from @flags of bdrv_open */
+    int flags = bs->open_flags;
+    BDRVVmaState *s = bs->opaque;
+    char self[VMA_UUID_STR_SIZE], want[VMA_UUID_STR_SIZE];
+    bool ok;
+    int ret;
+
+    vma_uuid_unparse(s->uuid, self);
+    vma_uuid_unparse(s->base_uuid, want);
+    if (!s->incremental) {
+        if (vma_backing_given(options)) {
+            error_setg(errp, "Disk '%s' of archive %s is complete in it: it "
+                       "takes no backing", s->device, self);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (flags & BDRV_O_NO_BACKING) {
+        if (flags & BDRV_O_NO_IO) {
+            /* Metadata only (qemu-img info): absent clusters fail reads */
+            return 0;
+        }
+        error_setg(errp, "Disk '%s' of archive %s is incremental: it cannot "
+                   "be opened without its base (archive %s) as backing",
+                   s->device, self, want);
+        return -EINVAL;
+    }
+    if (!vma_backing_given(options)) {
+        error_setg(errp, "Disk '%s' of archive %s is incremental: open it "
+                   "with the same disk of its base archive %s as backing",
+                   s->device, self, want);
+        error_append_hint(errp, "Name the base archive with "
+                          "backing.file.filename=<file> (its base, if it "
+                          "is incremental too, with "
+                          "backing.backing.file.filename=..., and so on), "
+                          "or give backing=<vma node>.\n");
+        return -EINVAL;
+    }
+    if (!qdict_haskey(options, "backing")) {
+        if (!qdict_haskey(options, "backing.driver")) {
+            qdict_put_str(options, "backing.driver", "vma");
+        }
+        if (!qdict_haskey(options, "backing.device") &&
+            !qdict_haskey(options, "backing.dev-id")) {
+            qdict_put_str(options, "backing.device", s->device);
+        }
+    }
+    ret = bdrv_open_backing_file(bs, options, "backing", errp);
+    if (ret < 0) {
+        return ret;
+    }
+    bdrv_graph_rdlock_main_loop();
+    ok = vma_check_backing(bs, errp);
+    bdrv_graph_rdunlock_main_loop();
+    if (!ok) {
+        bdrv_graph_wrlock();
+        bdrv_unref_child(bs, bs->backing);
+        bdrv_graph_wrunlock();
+        return -EINVAL;
+    }
     return 0;
 }
 
@@ -452,33 +636,33 @@ static int vma_open(BlockDriverState *bs, QDict *options, int flags,
         goto out;
     }
     bs->total_sectors = DIV_ROUND_UP(s->size, BDRV_SECTOR_SIZE);
+    ret = vma_open_backing(bs, options, errp);
 
 out:
     qemu_opts_del(opts);
+    if (ret < 0) {
+        vma_close(bs);
+    }
     return ret;
-}
-
-static void vma_close(BlockDriverState *bs)
-{
-    BDRVVmaState *s = bs->opaque;
-
-    g_free(s->device);
-    g_free(s->stored);
-    g_free(s->loc);
-    g_free(s->rank);
 }
 
 /* ------------------------------------------------------------------------ */
 /* Requests                                                                  */
 /* ------------------------------------------------------------------------ */
 
+typedef enum VmaExtentKind {
+    VMA_ZERO,       /* zero in this archive */
+    VMA_STORED,     /* stored in this archive */
+    VMA_ABSENT,     /* incremental disk: the base's */
+} VmaExtentKind;
+
 /*
  * Where the disk's bytes from @offset on are: *@pnum (at most @bytes, > 0)
- * bytes that are either zero (returns false) or stored one after another in
- * the archive from *@archive_offset on (returns true).
+ * bytes that are either zero, absent (those of the base) or stored one
+ * after another in the archive from *@archive_offset on.
  */
-static bool vma_map(BDRVVmaState *s, uint64_t offset, uint64_t bytes,
-                    uint64_t *pnum, uint64_t *archive_offset)
+static VmaExtentKind vma_map(BDRVVmaState *s, uint64_t offset, uint64_t bytes,
+                             uint64_t *pnum, uint64_t *archive_offset)
 {
     uint64_t cluster = offset / VMA_CLUSTER_SIZE;
     uint64_t end, next_offset, idx, loc;
@@ -488,14 +672,25 @@ static bool vma_map(BDRVVmaState *s, uint64_t offset, uint64_t bytes,
     if (offset >= s->size) {
         /* The rest of the last sector */
         *pnum = bytes;
-        return false;
+        return VMA_ZERO;
+    }
+    if (s->present && !test_bit(cluster, s->present)) {
+        uint64_t next = find_next_bit(s->present, s->clusters, cluster);
+
+        *pnum = next < s->clusters ?
+                MIN(bytes, next * VMA_CLUSTER_SIZE - offset) : bytes;
+        return VMA_ABSENT;
     }
     if (!test_bit(cluster, s->stored)) {
         uint64_t next = find_next_bit(s->stored, s->clusters, cluster);
 
+        if (s->present) {
+            next = MIN(next, find_next_zero_bit(s->present, s->clusters,
+                                                cluster));
+        }
         *pnum = next < s->clusters ?
                 MIN(bytes, next * VMA_CLUSTER_SIZE - offset) : bytes;
-        return false;
+        return VMA_ZERO;
     }
 
     idx = vma_loc_index(s, cluster);
@@ -509,7 +704,7 @@ static bool vma_map(BDRVVmaState *s, uint64_t offset, uint64_t bytes,
     end = cluster * VMA_CLUSTER_SIZE + (last + 1) * VMA_BLOCK_SIZE;
     if (!(mask & (1u << block))) {
         *pnum = MIN(bytes, end - offset);
-        return false;
+        return VMA_ZERO;
     }
 
     *archive_offset = VMA_LOC_OFFSET(loc) +
@@ -533,7 +728,7 @@ static bool vma_map(BDRVVmaState *s, uint64_t offset, uint64_t bytes,
     }
     /* Stored blocks past the disk's end read as zero */
     *pnum = MIN(MIN(bytes, end - offset), s->size - offset);
-    return true;
+    return VMA_STORED;
 }
 
 static int coroutine_fn GRAPH_RDLOCK
@@ -544,19 +739,34 @@ vma_co_preadv_part(BlockDriverState *bs, int64_t offset, int64_t bytes,
     BDRVVmaState *s = bs->opaque;
 
     while (bytes > 0) {
-        uint64_t n, archive_offset;
+        uint64_t n, at;     /* where @from has the bytes */
+        BdrvChild *from = NULL;
 
-        if (vma_map(s, offset, bytes, &n, &archive_offset)) {
-            int ret;
-
+        switch (vma_map(s, offset, bytes, &n, &at)) {
+        case VMA_STORED:
             BLKDBG_CO_EVENT(bs->file, BLKDBG_READ_AIO);
-            ret = bdrv_co_preadv_part(bs->file, archive_offset, n, qiov,
-                                      qiov_offset, 0);
+            from = bs->file;
+            break;
+        case VMA_ABSENT:
+            /* Never zeroes for what only the base has */
+            if (!vma_check_backing(bs, NULL)) {
+                return -EIO;
+            }
+            BLKDBG_CO_EVENT(bs->backing, BLKDBG_READ_BACKING_AIO);
+            from = bs->backing;
+            at = offset;
+            break;
+        default:
+            qemu_iovec_memset(qiov, qiov_offset, 0, n);
+            break;
+        }
+        if (from) {
+            int ret = bdrv_co_preadv_part(from, at, n, qiov,
+                                          qiov_offset, 0);
+
             if (ret < 0) {
                 return ret;
             }
-        } else {
-            qemu_iovec_memset(qiov, qiov_offset, 0, n);
         }
         offset += n;
         bytes -= n;
@@ -572,12 +782,16 @@ vma_co_block_status(BlockDriverState *bs, bool want_zero, int64_t offset,
 {
     BDRVVmaState *s = bs->opaque;
     uint64_t n, archive_offset;
+    VmaExtentKind kind = vma_map(s, offset, bytes, &n, &archive_offset);
 
-    if (!vma_map(s, offset, bytes, &n, &archive_offset)) {
-        *pnum = n;
+    *pnum = n;
+    if (kind == VMA_ABSENT) {
+        /* Unallocated here: the block layer asks the backing */
+        return 0;
+    }
+    if (kind == VMA_ZERO) {
         return BDRV_BLOCK_ZERO;
     }
-    *pnum = n;
     *map = archive_offset;
     *file = bs->file->bs;
     return BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID;
@@ -594,6 +808,7 @@ static BlockDriver bdrv_vma = {
     .format_name            = "vma",
     .instance_size          = sizeof(BDRVVmaState),
     .is_format              = true,
+    .supports_backing       = true,
 
     .bdrv_open              = vma_open,
     .bdrv_close             = vma_close,

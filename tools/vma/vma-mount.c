@@ -1,10 +1,10 @@
 /*
  * vma mount / umount / serve: the disks of an archive, without extracting
  *
- *   vma mount <archive> <dir>      each disk as <dir>/<devname>.raw, each
+ *   vma mount <archive>... <dir>   each disk as <dir>/<devname>.raw, each
  *                                  partition as <dir>/<devname>-part<N>.raw
  *   vma umount <dir>
- *   vma serve <archive> (--socket <path> | --tcp <host>:<port>)
+ *   vma serve <archive>... (--socket <path> | --tcp <host>:<port>)
  *             [--pidfile <file>]
  *
  * All three run qemu-storage-daemon with QEMU's read-only vma block driver
@@ -15,6 +15,12 @@
  * foreground, until it is stopped; the pid file, if asked for, appears
  * once every export is up).  The archive is opened at random access: it
  * must be an uncompressed file.
+ *
+ * Several archives are a backup chain, full archive first (checked as
+ * `vma extract` checks it): the disks are those of the newest archive, at
+ * its state.  A disk incremental in the newest archive is a vma node with
+ * the same disk of the previous archive as backing, and so on down to the
+ * archive in which it is complete.
  *
  * Copyright (c) the VMA backup authors
  *
@@ -31,6 +37,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "vma-chain-in.h"
 #include "vma-cmd.h"
 #include "vma-partitions.h"
 
@@ -39,12 +46,13 @@
 #define MOUNT_STATE     ".vma-mount"
 #define QSD_NAME        "qemu-storage-daemon"
 
-/* A disk of the archive and the name it is exported under */
+/* A disk of the (newest) archive and the name it is exported under */
 typedef struct ExportDisk {
-    uint8_t dev_id;
     char *name;
     uint64_t size;
-    GArray *parts;          /* VmaPartition */
+    unsigned first;         /* the archive in which it is complete */
+    uint8_t *ids;           /* its dev_id in archives first..newest */
+    GArray *parts;          /* VmaPartition; NULL until found */
 } ExportDisk;
 
 static void export_disks_free(GArray *disks)
@@ -53,6 +61,7 @@ static void export_disks_free(GArray *disks)
         ExportDisk *d = &g_array_index(disks, ExportDisk, i);
 
         g_free(d->name);
+        g_free(d->ids);
         if (d->parts) {
             g_array_free(d->parts, true);
         }
@@ -63,6 +72,7 @@ static void export_disks_free(GArray *disks)
 /* Where the first cluster of each disk is, found by vma_reader_scan() */
 typedef struct FirstClusters {
     int fd;
+    bool present[VMA_MAX_DEVICES];
     uint16_t mask[VMA_MAX_DEVICES];
     uint64_t offset[VMA_MAX_DEVICES];
 } FirstClusters;
@@ -86,6 +96,7 @@ static bool note_first_cluster(void *opaque, const VmaDeviceInfo *dev,
     FirstClusters *fc = opaque;
 
     if (cluster_num == 0) {
+        fc->present[dev->dev_id] = true;
         fc->mask[dev->dev_id] = mask;
         fc->offset[dev->dev_id] = data_offset;
     }
@@ -93,12 +104,12 @@ static bool note_first_cluster(void *opaque, const VmaDeviceInfo *dev,
 }
 
 /*
- * The partitions of each disk, from the partition table in its first
- * cluster.  Reads (and so checks) every extent header of the archive, as
- * the vma driver will.
+ * The partitions of the disks whose first cluster archive @k of the chain
+ * holds, from the partition table in it.  Reads (and so checks) every
+ * extent header of the archive, as the vma driver will.
  */
 static bool find_partitions(VmaReader *r, int fd, uint64_t archive_size,
-                            GArray *disks, GError **errp)
+                            unsigned k, GArray *disks, GError **errp)
 {
     g_autofree FirstClusters *fc = g_new0(FirstClusters, 1);
     g_autofree uint8_t *first = g_malloc(VMA_CLUSTER_SIZE);
@@ -110,12 +121,18 @@ static bool find_partitions(VmaReader *r, int fd, uint64_t archive_size,
     }
     for (guint i = 0; i < disks->len; i++) {
         ExportDisk *d = &g_array_index(disks, ExportDisk, i);
-        uint64_t off = fc->offset[d->dev_id];
+        uint8_t id = k >= d->first ? d->ids[k - d->first] : 0;
+        uint64_t off = fc->offset[id];
         size_t len = MIN(VMA_CLUSTER_SIZE, d->size);
+
+        if (d->parts || !id || !fc->present[id]) {
+            /* Found already, or in an older archive */
+            continue;
+        }
 
         memset(first, 0, VMA_CLUSTER_SIZE);
         for (unsigned b = 0; b < VMA_BLOCKS_PER_CLUSTER; b++) {
-            if (!(fc->mask[d->dev_id] & (1u << b))) {
+            if (!(fc->mask[id] & (1u << b))) {
                 continue;
             }
             if (pread_archive(fc, first + b * VMA_BLOCK_SIZE, VMA_BLOCK_SIZE,
@@ -176,11 +193,11 @@ static char *opt_escape(const char *s)
 }
 
 /*
- * Read the archive's header and list its disks.  The archive must be a
- * file that can be read at random: compressed archives are refused here
- * already, with advice.
+ * Open @archive for reading at random: a file or block device, not
+ * compressed (refused here already, with advice).  Its reader, with absent
+ * clusters allowed for the disks its backup-chain blob marks incremental.
  */
-static GArray *archive_disks(const char *archive, GError **errp)
+static VmaReader *open_random(const char *archive, int *fdp, GError **errp)
 {
     static const struct {
         const char *name, *magic, *decompress;
@@ -189,11 +206,10 @@ static GArray *archive_disks(const char *archive, GError **errp)
         { "gzip", "\x1f\x8b", "gunzip" },
         { "lzop", "\x89LZO", "lzop -d" },
     };
-    GArray *disks;
+    VmaChainInfo *info = NULL;
     VmaReader *r;
     uint8_t magic[4] = { 0 };
     struct stat st;
-    bool ok;
     int fd;
 
     fd = open(archive, O_RDONLY | O_CLOEXEC);
@@ -229,14 +245,29 @@ static GArray *archive_disks(const char *archive, GError **errp)
         }
     }
     r = vma_reader_new_fd(fd, errp);
+    if (r && !vma_chain_from_reader(r, true, &info, errp)) {
+        g_prefix_error(errp, "'%s': ", archive);
+        vma_reader_free(r);
+        r = NULL;
+    }
+    vma_chain_free(info);
     if (!r) {
         close(fd);
         return NULL;
     }
-    disks = g_array_new(false, true, sizeof(ExportDisk));
-    for (unsigned i = 0; i < vma_reader_get_device_count(r); i++) {
-        const VmaDeviceInfo *dev = vma_reader_get_device(r, i);
-        ExportDisk d = { .dev_id = dev->dev_id, .size = dev->size };
+    *fdp = fd;
+    return r;
+}
+
+/* The disks of the newest archive of the chain @c, and where they start */
+static GArray *chain_disks(VmaChainIn *c, GError **errp)
+{
+    VmaReader *newest = vma_chain_in_newest(c);
+    GArray *disks = g_array_new(false, true, sizeof(ExportDisk));
+
+    for (unsigned i = 0; i < vma_reader_get_device_count(newest); i++) {
+        const VmaDeviceInfo *dev = vma_reader_get_device(newest, i);
+        ExportDisk d = { .size = dev->size };
 
         if (dev->is_vmstate) {
             continue;
@@ -244,44 +275,132 @@ static GArray *archive_disks(const char *archive, GError **errp)
         /* A name that is no file name: the disk goes by its number */
         d.name = vma_name_is_safe(dev->name) ?
                  g_strdup(dev->name) : g_strdup_printf("disk%u", dev->dev_id);
+        d.first = vma_chain_in_first_for(c, dev->name);
+        d.ids = g_new0(uint8_t, c->count - d.first);
+        for (unsigned k = d.first; k < c->count; k++) {
+            d.ids[k - d.first] = vma_find_device_by_name(
+                c->archives[k].reader, dev->name)->dev_id;
+        }
         g_array_append_val(disks, d);
     }
     if (!disks->len) {
         g_set_error(errp, VMA_ERROR, VMA_ERROR_INVALID_ARGUMENT,
-                    "'%s' holds no disk", archive);
-        ok = false;
-    } else {
-        /* st_size is 0 for a block device */
-        ok = find_partitions(r, fd, lseek(fd, 0, SEEK_END), disks, errp);
-    }
-    vma_reader_free(r);
-    close(fd);
-    if (!ok) {
+                    "'%s' holds no disk", c->paths[c->count - 1]);
         export_disks_free(disks);
         return NULL;
     }
     return disks;
 }
 
-/* qemu-storage-daemon with the archive and one vma node "disk<i>" per disk */
-static GPtrArray *daemon_args(const char *qsd, const char *archive,
-                              GArray *disks)
+/* Does every disk have its partition list? */
+static bool partitions_found(GArray *disks)
+{
+    for (guint i = 0; i < disks->len; i++) {
+        if (!g_array_index(disks, ExportDisk, i).parts) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * Read the headers of the archives (@count > 1: a backup chain, full
+ * archive first, whose links are checked) and list the disks of the
+ * newest one, with their partitions.  The archives must be files that can
+ * be read at random.
+ */
+static GArray *archive_disks(char **archives, unsigned count, GError **errp)
+{
+    VmaChainIn c;
+    GArray *disks;
+    bool ok = true;
+
+    for (unsigned k = 0; k < count; k++) {
+        int fd;
+        VmaReader *r = open_random(archives[k], &fd, errp);
+
+        if (!r) {
+            return NULL;
+        }
+        vma_reader_free(r);
+        close(fd);
+    }
+    if (!vma_chain_in_open(&c, archives, count, false, errp)) {
+        vma_chain_in_close(&c);
+        return NULL;
+    }
+    disks = chain_disks(&c, errp);
+    vma_chain_in_close(&c);
+    if (!disks) {
+        return NULL;
+    }
+    /* The partition table of each disk: in the newest archive holding it */
+    for (unsigned k = count; ok && k-- > 0 && !partitions_found(disks);) {
+        int fd;
+        VmaReader *r = open_random(archives[k], &fd, errp);
+
+        if (!r) {
+            ok = false;
+            break;
+        }
+        /* st_size is 0 for a block device */
+        ok = find_partitions(r, fd, lseek(fd, 0, SEEK_END), k, disks, errp);
+        vma_reader_free(r);
+        close(fd);
+    }
+    if (!ok || !partitions_found(disks)) {
+        if (ok) {
+            /* Cannot be: the archive where a disk is complete has it all */
+            g_set_error(errp, VMA_ERROR, VMA_ERROR_FORMAT,
+                        "the chain lacks the first cluster of a disk");
+        }
+        export_disks_free(disks);
+        return NULL;
+    }
+    return disks;
+}
+
+/* The node of disk @i in archive @k; the newest archive's is "disk<i>" */
+static char *disk_node(guint i, unsigned k, unsigned count)
+{
+    return k + 1 == count ? g_strdup_printf("disk%u", i) :
+                            g_strdup_printf("disk%u-%u", i, k);
+}
+
+/*
+ * qemu-storage-daemon with the archives ("archive<k>") and one vma node
+ * "disk<i>" per disk of the newest, over its nodes in the older archives
+ */
+static GPtrArray *daemon_args(const char *qsd, char **archives,
+                              unsigned count, GArray *disks)
 {
     GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
-    g_autofree char *abs = g_canonicalize_filename(archive, NULL);
-    g_autofree char *file = opt_escape(abs);
 
     g_ptr_array_add(argv, g_strdup(qsd));
-    g_ptr_array_add(argv, g_strdup("--blockdev"));
-    g_ptr_array_add(argv, g_strdup_printf("driver=file,node-name=archive,"
-                                          "read-only=on,filename=%s", file));
+    for (unsigned k = 0; k < count; k++) {
+        g_autofree char *abs = g_canonicalize_filename(archives[k], NULL);
+        g_autofree char *file = opt_escape(abs);
+
+        g_ptr_array_add(argv, g_strdup("--blockdev"));
+        g_ptr_array_add(argv, g_strdup_printf("driver=file,"
+                                              "node-name=archive%u,"
+                                              "read-only=on,filename=%s",
+                                              k, file));
+    }
     for (guint i = 0; i < disks->len; i++) {
         ExportDisk *d = &g_array_index(disks, ExportDisk, i);
 
-        g_ptr_array_add(argv, g_strdup("--blockdev"));
-        g_ptr_array_add(argv, g_strdup_printf("driver=vma,node-name=disk%u,"
-                                              "file=archive,read-only=on,"
-                                              "dev-id=%u", i, d->dev_id));
+        for (unsigned k = d->first; k < count; k++) {
+            g_autofree char *node = disk_node(i, k, count);
+            g_autofree char *backing = k > d->first ?
+                g_strdup_printf(",backing=disk%u-%u", i, k - 1) : NULL;
+
+            g_ptr_array_add(argv, g_strdup("--blockdev"));
+            g_ptr_array_add(argv, g_strdup_printf(
+                "driver=vma,node-name=%s,file=archive%u,read-only=on,"
+                "dev-id=%u%s", node, k, d->ids[k - d->first],
+                backing ? backing : ""));
+        }
         for (guint j = 0; j < d->parts->len; j++) {
             VmaPartition *p = &g_array_index(d->parts, VmaPartition, j);
 
@@ -387,7 +506,8 @@ static bool mount_prepare_dir(const char *dir, bool *made_dir, GError **errp)
     return true;
 }
 
-static bool do_mount(const char *archive, const char *dir, GError **errp)
+static bool do_mount(char **archives, unsigned count, const char *dir,
+                     GError **errp)
 {
     g_autofree char *qsd = find_storage_daemon(errp);
     g_autoptr(GPtrArray) argv = NULL;
@@ -402,7 +522,7 @@ static bool do_mount(const char *archive, const char *dir, GError **errp)
     if (!qsd) {
         return false;
     }
-    disks = archive_disks(archive, errp);
+    disks = archive_disks(archives, count, errp);
     if (!disks) {
         return false;
     }
@@ -411,7 +531,7 @@ static bool do_mount(const char *archive, const char *dir, GError **errp)
         return false;
     }
     abs_dir = g_canonicalize_filename(dir, NULL);
-    argv = daemon_args(qsd, archive, disks);
+    argv = daemon_args(qsd, archives, count, disks);
     exports = export_list(disks);
     export_disks_free(disks);
     g_string_append_printf(state, "made_dir=%d\n", made_dir);
@@ -484,10 +604,10 @@ int vma_cmd_mount(int argc, char **argv)
     if (c != -1) {
         return vma_cmd_option_error("mount", c, argv);
     }
-    if (argc - optind != 2) {
-        return vma_cmd_usage_error("mount: needs <archive> and <dir>");
+    if (argc - optind < 2) {
+        return vma_cmd_usage_error("mount: needs <archive>... and <dir>");
     }
-    if (!do_mount(argv[optind], argv[optind + 1], &err)) {
+    if (!do_mount(argv + optind, argc - optind - 1, argv[argc - 1], &err)) {
         return vma_cmd_fail(err);
     }
     return EXIT_SUCCESS;
@@ -624,8 +744,8 @@ int vma_cmd_serve(int argc, char **argv)
             return vma_cmd_option_error("serve", c, argv);
         }
     }
-    if (argc - optind != 1) {
-        return vma_cmd_usage_error("serve: needs <archive>");
+    if (argc - optind < 1) {
+        return vma_cmd_usage_error("serve: needs <archive>...");
     }
     if (!socket_path == !tcp) {
         return vma_cmd_usage_error("serve: needs --socket <path> or "
@@ -650,11 +770,11 @@ int vma_cmd_serve(int argc, char **argv)
     if (!qsd) {
         return vma_cmd_fail(err);
     }
-    disks = archive_disks(argv[optind], &err);
+    disks = archive_disks(argv + optind, argc - optind, &err);
     if (!disks) {
         return vma_cmd_fail(err);
     }
-    args = daemon_args(qsd, argv[optind], disks);
+    args = daemon_args(qsd, argv + optind, argc - optind, disks);
     exports = export_list(disks);
     export_disks_free(disks);
     g_ptr_array_add(args, g_strdup("--nbd-server"));
