@@ -570,10 +570,13 @@ static int vma_open_backing(BlockDriverState *bs, QDict *options,
         return -EINVAL;
     }
     if (!qdict_haskey(options, "backing")) {
-        if (!qdict_haskey(options, "backing.driver")) {
+        const char *driver = qdict_get_try_str(options, "backing.driver");
+
+        if (!driver) {
             qdict_put_str(options, "backing.driver", "vma");
         }
-        if (!qdict_haskey(options, "backing.device") &&
+        if ((!driver || !strcmp(driver, "vma")) &&
+            !qdict_haskey(options, "backing.device") &&
             !qdict_haskey(options, "backing.dev-id")) {
             qdict_put_str(options, "backing.device", s->device);
         }
