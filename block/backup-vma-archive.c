@@ -35,6 +35,7 @@ struct BackupVmaArchive {
     VmaWriter *writer;
     uint8_t uuid[VMA_UUID_SIZE];
 
+    uint8_t vmstate_dev_id; /* 0 without the RAM state */
     int producers;          /* atomic: producers not done yet */
     bool started;           /* the output was armed */
 
@@ -106,6 +107,19 @@ uint8_t backup_vma_archive_add_disk(BackupVmaArchive *a, const char *name,
     return dev_id;
 }
 
+bool backup_vma_archive_set_incremental(BackupVmaArchive *a, uint8_t dev_id,
+                                        Error **errp)
+{
+    g_autoptr(GError) err = NULL;
+
+    QEMU_LOCK_GUARD(&a->lock);
+    if (!vma_writer_set_incremental(a->writer, dev_id, &err)) {
+        error_setg(errp, "%s", err->message);
+        return false;
+    }
+    return true;
+}
+
 bool backup_vma_archive_add_config(BackupVmaArchive *a, const char *name,
                                    const void *data, size_t len,
                                    Error **errp)
@@ -124,6 +138,21 @@ void backup_vma_archive_add_producer(BackupVmaArchive *a)
 {
     assert(!a->started);
     qatomic_inc(&a->producers);
+}
+
+uint8_t backup_vma_archive_add_vmstate(BackupVmaArchive *a,
+                                       uint64_t max_size, Error **errp)
+{
+    g_autoptr(GError) err = NULL;
+    uint8_t dev_id;
+
+    QEMU_LOCK_GUARD(&a->lock);
+    dev_id = vma_writer_register_vmstate(a->writer, max_size, &err);
+    if (!dev_id) {
+        error_setg(errp, "%s", err->message);
+    }
+    a->vmstate_dev_id = dev_id;
+    return dev_id;
 }
 
 void backup_vma_archive_start(BackupVmaArchive *a)
@@ -287,6 +316,39 @@ static int archive_write_zeroes(BackupVmaArchive *a, uint8_t dev_id,
     return 0;
 }
 
+/*
+ * The RAM state: clusters in order, through the writer's own extent (one
+ * producer, so nothing to pack in parallel); not counted in @transferred,
+ * which is the disks' progress
+ */
+static int archive_write_vmstate(BackupVmaArchive *a, uint8_t dev_id,
+                                 uint64_t cluster, const uint8_t *buf,
+                                 int64_t bytes)
+{
+    for (int64_t pos = 0; pos < bytes; pos += VMA_CLUSTER_SIZE, cluster++) {
+        g_autoptr(GError) err = NULL;
+        bool ok;
+
+        WITH_QEMU_LOCK_GUARD(&a->lock) {
+            ok = vma_writer_write_cluster(a->writer, dev_id, cluster,
+                                          buf + pos,
+                                          MIN(VMA_CLUSTER_SIZE, bytes - pos),
+                                          &err);
+        }
+        if (!ok) {
+            int error = backup_vma_output_get_error(a->output);
+
+            if (error) {
+                archive_fail_output(a, error);
+            } else {
+                backup_vma_archive_fail(a, -EIO, "%s", err->message);
+            }
+            return -EIO;
+        }
+    }
+    return 0;
+}
+
 int coroutine_fn backup_vma_archive_write(BackupVmaArchive *a,
                                           uint8_t dev_id, int64_t offset,
                                           const void *buf, int64_t bytes)
@@ -303,6 +365,10 @@ int coroutine_fn backup_vma_archive_write(BackupVmaArchive *a,
     if (ret < 0) {
         archive_fail_output(a, ret);
         return -EIO;
+    }
+    if (dev_id == a->vmstate_dev_id && buf) {
+        return archive_write_vmstate(a, dev_id, offset / VMA_CLUSTER_SIZE,
+                                     buf, bytes);
     }
     if (!buf) {
         return archive_write_zeroes(a, dev_id, offset / VMA_CLUSTER_SIZE,

@@ -36,6 +36,8 @@
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
+#include "qapi/clone-visitor.h"
+#include "qapi/qapi-visit-backup.h"
 #include "qapi/qapi-commands-backup.h"
 #include "qapi/qapi-events-backup.h"
 #include "qemu/cutils.h"
@@ -47,6 +49,7 @@
 #include "block/block_int.h"
 #include "block/blockjob.h"
 #include "block/copy-before-write.h"
+#include "block/dirty-bitmap.h"
 #include "system/block-backend.h"
 #include "system/blockdev.h"
 #include "system/runstate.h"
@@ -77,6 +80,7 @@ typedef struct BackupVmaDevice {
     Notifier job_pending;       /* the job waits for finalization */
     Notifier cbw_break;         /* its filter broke the snapshot */
     Notifier fleecing_break;    /* the fleecing filter did */
+    BackupVmaTracking tracking; /* bs NULL without change tracking */
 } BackupVmaDevice;
 
 typedef enum BackupVmaPhase {
@@ -104,6 +108,18 @@ struct BackupVmaState {
     char *errmsg;               /* the first error */
     uint32_t cbw_timeout;
     VMChangeStateEntry *vm_state;
+    /* vmstate: the RAM state's part, until it has ended; see qmp_backup() */
+    BackupVmaVmstate *vmstate;
+    int64_t speed;
+    int64_t max_workers;
+    QemuUUID uuid;              /* the archive's */
+    char *uuid_str;
+    /*
+     * Change tracking: the bitmap every disk gets once the archive is
+     * complete ("vma-chain:<chain>,<uuid>"), NULL without tracking
+     */
+    char *final_bitmap;
+    char *base_str;             /* incremental: the base archive's uuid */
 };
 
 /* What query-backup reports; main loop only */
@@ -120,6 +136,9 @@ static struct {
     uint64_t archive_size;
     int64_t start_time;
     int64_t end_time;
+    bool vmstate;
+    BackupDiskStatusList *disks;
+    char *base;
 } backup_status;
 
 /* Keep the first error message */
@@ -157,6 +176,7 @@ static void backup_vma_release_nodes(BackupVmaState *s)
             notifier_remove(&dev->fleecing_break);
         }
         backup_vma_fleecing_stop(&dev->fleecing);
+        backup_vma_tracking_release(&dev->tracking);
         bdrv_unref(dev->sink);
         dev->sink = NULL;
         bdrv_unref(dev->source);
@@ -167,6 +187,7 @@ static void backup_vma_release_nodes(BackupVmaState *s)
 static void backup_vma_free(BackupVmaState *s)
 {
     backup_vma_release_nodes(s);
+    backup_vma_vmstate_free(s->vmstate);
     for (unsigned i = 0; i < s->n_devs; i++) {
         g_free(s->devs[i].name);
         g_free(s->devs[i].drive);
@@ -177,6 +198,9 @@ static void backup_vma_free(BackupVmaState *s)
     }
     backup_vma_archive_free(s->archive);
     g_free(s->errmsg);
+    g_free(s->uuid_str);
+    g_free(s->final_bitmap);
+    g_free(s->base_str);
     g_free(s);
 }
 
@@ -189,6 +213,26 @@ static void backup_vma_unref(BackupVmaState *s)
 {
     if (--s->refcnt == 0) {
         backup_vma_free(s);
+    }
+}
+
+/*
+ * Every job has ended, committed or aborted: the disks' bitmaps become the
+ * new base only if the archive is complete
+ */
+static void backup_vma_end_tracking(BackupVmaState *s, bool done)
+{
+    for (unsigned i = 0; i < s->n_devs; i++) {
+        BackupVmaTracking *t = &s->devs[i].tracking;
+
+        if (!t->bs) {
+            continue;
+        }
+        if (done) {
+            backup_vma_tracking_commit(t, s->final_bitmap);
+        } else {
+            backup_vma_tracking_abort(t);
+        }
     }
 }
 
@@ -216,6 +260,7 @@ static void backup_vma_end(BackupVmaState *s)
     backup_status.archive_size = p.written;
     backup_status.end_time = time(NULL);
     backup_status.running = NULL;
+    backup_vma_end_tracking(s, backup_status.status == BACKUP_STATUS_KIND_DONE);
     backup_vma_release_nodes(s);
     backup_vma_unref(s);
 
@@ -284,6 +329,7 @@ static void backup_vma_on_archive_failed(void *opaque)
     BackupVmaState *s = opaque;
 
     backup_vma_abort(s, backup_vma_archive_get_error(s->archive));
+    backup_vma_vmstate_cancel(s->vmstate);
 }
 
 /*
@@ -713,6 +759,110 @@ static bool backup_vma_prepare_fleecing(BackupVmaState *s, bool fleecing,
     return true;
 }
 
+/*
+ * Change tracking: find each disk's bitmap for @base (NULL: a chain
+ * starts), settle the chain and the name of the next generation's bitmap.
+ * Disks whose bitmap belongs to another chain than the first one found go
+ * in full.  Nothing changes yet.
+ */
+static bool backup_vma_prepare_tracking(BackupVmaState *s, const uint8_t *base,
+                                        Error **errp)
+{
+    const char *chain_bitmap = NULL;
+
+    for (unsigned i = 0; i < s->n_devs; i++) {
+        BackupVmaDevice *dev = &s->devs[i];
+
+        if (!backup_vma_tracking_prepare(&dev->tracking, dev->source,
+                                         dev->name, base, errp)) {
+            return false;
+        }
+        if (dev->tracking.action != BACKUP_BITMAP_ACTION_USED) {
+            continue;
+        }
+        if (!chain_bitmap) {
+            chain_bitmap = dev->tracking.base_bitmap;
+        } else if (strcmp(chain_bitmap, dev->tracking.base_bitmap)) {
+            backup_vma_tracking_demote(&dev->tracking);
+        }
+    }
+    /*
+     * No disk has the base's bitmap: its chain is unknown, so this archive
+     * starts a new one (every disk full, query-backup says why)
+     */
+    s->final_bitmap = chain_bitmap ?
+        g_strconcat(chain_bitmap, ",", s->uuid_str, NULL) :
+        g_strconcat(BACKUP_VMA_CHAIN_PREFIX, s->uuid_str, NULL);
+    if (strlen(s->final_bitmap) > BDRV_BITMAP_MAX_NAME_SIZE) {
+        error_setg(errp, "the chain of '%s' is too long to continue: at most "
+                   "%d archives fit in a bitmap name; back up with "
+                   "track-changes but without incremental to start a new "
+                   "chain", s->base_str,
+                   (BDRV_BITMAP_MAX_NAME_SIZE + 1 -
+                    (int)strlen(BACKUP_VMA_CHAIN_PREFIX)) / 37);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Mark the incremental disks in the archive and store the chain
+ * description (config VMA_CHAIN_CONFIG_NAME, docs/specs/vma_spec.txt)
+ */
+static bool backup_vma_describe_chain(BackupVmaState *s, Error **errp)
+{
+    g_autofree uint8_t (*chain)[VMA_UUID_SIZE] = NULL;
+    g_autofree char *blob = NULL;
+    unsigned depth;
+    VmaChainInfo *info;
+    size_t len;
+    bool ok;
+
+    /* The new generation's name lists the chain, this archive last */
+    depth = backup_vma_chain_parse_name(s->final_bitmap, &chain) - 1;
+    info = vma_chain_new(s->uuid.data, depth, depth ? chain : NULL);
+    for (unsigned i = 0; i < s->n_devs; i++) {
+        BackupVmaDevice *dev = &s->devs[i];
+        bool incremental = dev->tracking.action == BACKUP_BITMAP_ACTION_USED;
+
+        if (incremental &&
+            !backup_vma_archive_set_incremental(s->archive, dev->dev_id,
+                                                errp)) {
+            vma_chain_free(info);
+            return false;
+        }
+        vma_chain_add_disk(info, dev->name, incremental,
+                           BackupBitmapAction_str(dev->tracking.action));
+    }
+    blob = vma_chain_format(info, &len);
+    vma_chain_free(info);
+    ok = backup_vma_archive_add_config(s->archive, VMA_CHAIN_CONFIG_NAME,
+                                       blob, len, errp);
+    return ok;
+}
+
+/* What query-backup reports per disk of a backup with change tracking */
+static BackupDiskStatusList *backup_vma_disks_status(BackupVmaState *s)
+{
+    BackupDiskStatusList *list = NULL;
+
+    for (unsigned i = s->n_devs; i-- > 0;) {
+        BackupVmaDevice *dev = &s->devs[i];
+        BackupDiskStatus *d;
+
+        if (!dev->tracking.bs) {
+            continue;
+        }
+        d = g_new0(BackupDiskStatus, 1);
+        d->device = g_strdup(dev->name);
+        d->incremental = dev->tracking.action == BACKUP_BITMAP_ACTION_USED;
+        d->action = dev->tracking.action;
+        d->dirty_bytes = dev->tracking.dirty_bytes;
+        QAPI_LIST_PREPEND(list, d);
+    }
+    return list;
+}
+
 /* Create the sinks and, in one drained section, all jobs */
 static bool backup_vma_create_jobs(BackupVmaState *s, int64_t speed,
                                    int64_t max_workers, Error **errp)
@@ -738,6 +888,8 @@ static bool backup_vma_create_jobs(BackupVmaState *s, int64_t speed,
         g_autofree char *job_id = g_strdup_printf("vma-backup-%s", dev->name);
         BlockDriverState *source = dev->source;
         bool fleecing = dev->fleecing.image != NULL;
+        MirrorSyncMode sync_mode = MIRROR_SYNC_MODE_FULL;
+        BdrvDirtyBitmap *bitmap = NULL;
 
         if (!id_wellformed(job_id)) {
             g_free(job_id);
@@ -754,13 +906,27 @@ static bool backup_vma_create_jobs(BackupVmaState *s, int64_t speed,
             bdrv_cbw_add_snapshot_break_notifier(dev->fleecing.cbw,
                                                  &dev->fleecing_break);
         }
+        if (dev->tracking.bs) {
+            /* This instant starts the next generation of the bitmap */
+            bitmap = backup_vma_tracking_start(&dev->tracking, s->uuid_str,
+                                               errp);
+            if (!bitmap) {
+                ok = false;
+                break;
+            }
+            if (dev->tracking.action == BACKUP_BITMAP_ACTION_USED) {
+                sync_mode = MIRROR_SYNC_MODE_BITMAP;
+            }
+        }
         /*
          * With fleecing, what was saved is discarded from the image, and
          * the guest never waits for the archive (no cbw-timeout needed)
          */
         dev->job = backup_job_create(job_id, source, dev->sink, speed,
-                                     MIRROR_SYNC_MODE_FULL, NULL,
-                                     BITMAP_SYNC_MODE_NEVER, false, fleecing,
+                                     sync_mode, bitmap,
+                                     bitmap ? BITMAP_SYNC_MODE_ON_SUCCESS :
+                                     BITMAP_SYNC_MODE_NEVER,
+                                     false, fleecing,
                                      NULL, &perf,
                                      BLOCKDEV_ON_ERROR_REPORT,
                                      BLOCKDEV_ON_ERROR_REPORT,
@@ -798,7 +964,65 @@ static void backup_vma_setup_failed(BackupVmaState *s)
         backup_vma_archive_fail(s->archive, -ECANCELED, "set up failed");
     }
     backup_vma_abort_jobs(s);
+    backup_vma_end_tracking(s, false);
     backup_vma_free(s);
+}
+
+/* The jobs exist: let them copy */
+static void backup_vma_begin(BackupVmaState *s)
+{
+    s->vm_state = qemu_add_vm_change_state_handler(
+        backup_vma_vm_state_changed, s);
+    s->phase = BACKUP_VMA_RUNNING;
+    backup_vma_archive_start(s->archive);
+    job_start(&s->devs[0].job->job);
+}
+
+/*
+ * vmstate: the background snapshot stopped the VM, saved the device state
+ * and protects RAM; the VM resumes right after.  The disks' filters go in
+ * now, so the disks' point in time is the RAM's.
+ */
+static bool backup_vma_instant(void *opaque, Error **errp)
+{
+    ERRP_GUARD();
+    BackupVmaState *s = opaque;
+
+    if (s->errmsg) {
+        error_setg(errp, "%s", s->errmsg);     /* cancelled meanwhile */
+        return false;
+    }
+    if (!backup_vma_create_jobs(s, s->speed, s->max_workers, errp)) {
+        backup_vma_set_error(s, error_get_pretty(*errp));
+        backup_vma_abort_jobs(s);
+        return false;
+    }
+    /* As qmp_backup() counts it, now that the jobs know what they copy */
+    backup_status.total = 0;
+    for (unsigned i = 0; i < s->n_devs; i++) {
+        backup_status.total += s->devs[i].tracking.bs ?
+                               s->devs[i].tracking.dirty_bytes :
+                               s->devs[i].size;
+    }
+    backup_vma_begin(s);
+    return true;
+}
+
+/* vmstate: the migration has ended, and the state is stored or not */
+static void backup_vma_vmstate_ended(void *opaque)
+{
+    BackupVmaState *s = opaque;
+
+    s->vmstate = NULL;      /* it frees itself */
+    if (s->phase == BACKUP_VMA_SETUP) {
+        /* The snapshot failed before its stopped instant: no job runs */
+        backup_vma_set_error(s, backup_vma_archive_get_error(s->archive) ?:
+                             "saving the VM state failed");
+        backup_vma_archive_fail(s->archive, -ECANCELED, "%s", s->errmsg);
+        s->phase = BACKUP_VMA_ABORTING;
+        backup_vma_end(s);
+    }
+    backup_vma_unref(s);
 }
 
 /* Remove a new regular file that a failed backup created */
@@ -822,15 +1046,19 @@ UuidInfo *qmp_backup(const char *backup_file,
                      BackupFleecingImageList *fleecing_images,
                      bool has_cbw_timeout, uint32_t cbw_timeout,
                      bool has_stall_timeout, uint32_t stall_timeout,
+                     bool has_track_changes, bool track_changes,
+                     const char *incremental,
+                     bool has_vmstate, bool vmstate,
                      Error **errp)
 {
     g_autoptr(GArray) devs = g_array_new(false, true,
                                          sizeof(BackupVmaDevice));
     BackupVmaOutput *output;
     BackupVmaState *s;
-    QemuUUID uuid;
     UuidInfo *info;
     uint64_t total = 0;
+    bool track = (has_track_changes && track_changes) || incremental;
+    uint8_t base[VMA_UUID_SIZE];
 
     GLOBAL_STATE_CODE();
 
@@ -849,6 +1077,11 @@ UuidInfo *qmp_backup(const char *backup_file,
         error_setg(errp, "max-workers must be between 1 and %d", INT_MAX);
         return NULL;
     }
+    if (incremental && !vma_uuid_parse(incremental, base)) {
+        error_setg(errp, "incremental: '%s' is not an archive UUID",
+                   incremental);
+        return NULL;
+    }
     if (!backup_vma_find_devices(devlist, devs, errp)) {
         for (unsigned i = 0; i < devs->len; i++) {
             g_free(g_array_index(devs, BackupVmaDevice, i).name);
@@ -865,13 +1098,25 @@ UuidInfo *qmp_backup(const char *backup_file,
     s->devs = (BackupVmaDevice *)g_array_free(g_steal_pointer(&devs), false);
     s->cbw_timeout = has_cbw_timeout ? cbw_timeout :
                      BACKUP_VMA_DEFAULT_CBW_TIMEOUT;
+    qemu_uuid_generate(&s->uuid);
+    s->uuid_str = qemu_uuid_unparse_strdup(&s->uuid);
+    s->base_str = g_strdup(incremental);
     for (unsigned i = 0; i < s->n_devs; i++) {
         s->devs[i].backup = s;
-        total += s->devs[i].size;
+    }
+    if (has_vmstate && vmstate) {
+        s->vmstate = backup_vma_vmstate_new(errp);
+        if (!s->vmstate) {
+            goto fail;
+        }
     }
     if (!backup_vma_prepare_fleecing(s, has_fleecing && fleecing,
                                      fleecing_images, devlist != NULL,
                                      errp)) {
+        goto fail;
+    }
+    if (track && !backup_vma_prepare_tracking(s, incremental ? base : NULL,
+                                              errp)) {
         goto fail;
     }
 
@@ -882,8 +1127,7 @@ UuidInfo *qmp_backup(const char *backup_file,
     if (!output) {
         goto fail;
     }
-    qemu_uuid_generate(&uuid);
-    s->archive = backup_vma_archive_new(output, uuid.data,
+    s->archive = backup_vma_archive_new(output, s->uuid.data,
                                         backup_vma_disks_done,
                                         backup_vma_on_archive_failed, s);
     for (unsigned i = 0; i < s->n_devs; i++) {
@@ -898,36 +1142,57 @@ UuidInfo *qmp_backup(const char *backup_file,
     if ((config_file && !backup_vma_add_config(s->archive, config_file,
                                                "qemu-server.conf", errp)) ||
         (firewall_file && !backup_vma_add_config(s->archive, firewall_file,
-                                                 "qemu-server.fw", errp))) {
+                                                 "qemu-server.fw", errp)) ||
+        (track && !backup_vma_describe_chain(s, errp))) {
         goto fail_remove;
     }
     /* The disks' jobs are one producer: done when all are pending */
     backup_vma_archive_add_producer(s->archive);
-    if (!backup_vma_create_jobs(s, has_speed ? speed : 0, max_workers,
-                                errp)) {
+    if (s->vmstate) {
+        /* The jobs are created in the snapshot's stopped instant */
+        s->speed = has_speed ? speed : 0;
+        s->max_workers = max_workers;
+        if (!backup_vma_vmstate_add_to_archive(s->vmstate, s->archive,
+                                               errp) ||
+            !backup_vma_vmstate_start(s->vmstate, backup_vma_instant,
+                                      backup_vma_vmstate_ended, s, errp)) {
+            goto fail_remove;
+        }
+        backup_vma_ref(s);  /* the RAM state part's, until it has ended */
+    } else if (!backup_vma_create_jobs(s, has_speed ? speed : 0, max_workers,
+                                       errp)) {
         goto fail_remove;
     }
 
+    /* An incremental disk's job copies its dirty clusters only */
+    for (unsigned i = 0; i < s->n_devs; i++) {
+        total += s->devs[i].tracking.bs ? s->devs[i].tracking.dirty_bytes :
+                 s->devs[i].size;
+    }
     g_free(backup_status.errmsg);
     g_free(backup_status.backup_file);
     g_free(backup_status.uuid);
+    g_free(backup_status.base);
+    qapi_free_BackupDiskStatusList(backup_status.disks);
     backup_status = (typeof(backup_status)) {
         .running = s,
         .ever = true,
         .status = BACKUP_STATUS_KIND_ACTIVE,
         .backup_file = g_strdup(backup_file),
-        .uuid = qemu_uuid_unparse_strdup(&uuid),
+        .uuid = g_strdup(s->uuid_str),
         .total = total,
         .start_time = time(NULL),
+        .disks = backup_vma_disks_status(s),
+        .base = strchr(s->final_bitmap ?: "", ',') ? g_strdup(incremental) :
+                NULL,
     };
-    s->vm_state = qemu_add_vm_change_state_handler(
-        backup_vma_vm_state_changed, s);
-    s->phase = BACKUP_VMA_RUNNING;
-    backup_vma_archive_start(s->archive);
-    job_start(&s->devs[0].job->job);
+    backup_status.vmstate = s->vmstate != NULL;
+    if (!s->vmstate) {
+        backup_vma_begin(s);
+    }
 
     info = g_new0(UuidInfo, 1);
-    info->UUID = qemu_uuid_unparse_strdup(&uuid);
+    info->UUID = g_strdup(s->uuid_str);
     return info;
 
 fail_remove:
@@ -951,6 +1216,9 @@ BackupStatus *qmp_query_backup(Error **errp)
     info->errmsg = g_strdup(backup_status.errmsg);
     info->backup_file = g_strdup(backup_status.backup_file);
     info->uuid = g_strdup(backup_status.uuid);
+    info->disks = QAPI_CLONE(BackupDiskStatusList, backup_status.disks);
+    info->has_disks = info->disks != NULL;
+    info->base = g_strdup(backup_status.base);
     info->has_total = true;
     info->total = backup_status.total;
     info->has_transferred = true;
@@ -974,6 +1242,17 @@ BackupStatus *qmp_query_backup(Error **errp)
         info->has_end_time = true;
         info->end_time = backup_status.end_time;
     }
+    if (backup_status.vmstate) {
+        BackupVmaVmstateProgress vp;
+
+        backup_vma_vmstate_get_progress(&vp);
+        info->has_vmstate_bytes = true;
+        info->vmstate_bytes = vp.bytes;
+        info->has_vmstate_ram_total = true;
+        info->vmstate_ram_total = vp.ram_total;
+        info->has_vmstate_ram_remaining = true;
+        info->vmstate_ram_remaining = vp.ram_remaining;
+    }
     return info;
 }
 
@@ -987,5 +1266,10 @@ void qmp_backup_cancel(Error **errp)
     if (s->phase == BACKUP_VMA_RUNNING || s->phase == BACKUP_VMA_FINISHING) {
         s->cancelled = true;
         backup_vma_abort(s, "backup cancelled");
+    } else if (s->phase == BACKUP_VMA_SETUP && s->vmstate) {
+        /* Before the snapshot's instant: the migration ends, then the rest */
+        s->cancelled = true;
+        backup_vma_abort(s, "backup cancelled");
+        backup_vma_vmstate_cancel(s->vmstate);
     }
 }

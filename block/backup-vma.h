@@ -13,6 +13,7 @@
 #include "block/block.h"
 #include "block/vma.h"
 #include "qemu/coroutine.h"
+#include "qapi/qapi-types-backup.h"
 
 /*
  * Where the archive bytes go (backup-vma-output.c): a regular file, a FIFO,
@@ -94,8 +95,17 @@ uint8_t backup_vma_archive_add_disk(BackupVmaArchive *a, const char *name,
 bool backup_vma_archive_add_config(BackupVmaArchive *a, const char *name,
                                    const void *data, size_t len,
                                    Error **errp);
+/* Disk @dev_id stores only changed clusters (an incremental) */
+bool backup_vma_archive_set_incremental(BackupVmaArchive *a, uint8_t dev_id,
+                                        Error **errp);
 void backup_vma_archive_add_producer(BackupVmaArchive *a);
 void backup_vma_archive_start(BackupVmaArchive *a);
+/*
+ * Register the "vmstate" stream of at most @max_size bytes, written in
+ * order; returns its dev_id, or 0 with @errp set
+ */
+uint8_t backup_vma_archive_add_vmstate(BackupVmaArchive *a,
+                                       uint64_t max_size, Error **errp);
 /*
  * Store @bytes at @offset of disk @dev_id: data (@buf) or zeroes (@buf ==
  * NULL).  @offset is cluster aligned; @bytes a multiple of the cluster
@@ -129,6 +139,40 @@ BlockDriverState *backup_vma_sink_new(BackupVmaArchive *archive,
                                       Error **errp);
 
 /*
+ * The RAM and device state (backup-vma-vmstate.c), saved by a background
+ * snapshot into the archive's "vmstate" stream; main loop only.
+ *   1. _new(): refused where a background snapshot cannot work (sets the
+ *      migration capability background-snapshot until the end).
+ *   2. _add_to_archive(): the stream and a producer.
+ *   3. _start(): the migration starts; @instant runs while the VM is stopped
+ *      for the snapshot (see MigrationBgSnapshotHook); @ended_cb once the
+ *      migration has ended and the stream is stored or the archive failed.
+ *      After _start() succeeded the object frees itself after @ended_cb.
+ * _cancel() stops a started snapshot (the archive failed); _free() frees
+ * one that was never started.
+ */
+typedef struct BackupVmaVmstate BackupVmaVmstate;
+
+typedef struct BackupVmaVmstateProgress {
+    uint64_t bytes;             /* state stream bytes stored */
+    uint64_t ram_total;         /* guest RAM */
+    uint64_t ram_remaining;     /* RAM bytes not yet saved */
+    bool done;                  /* the whole state is stored */
+} BackupVmaVmstateProgress;
+
+BackupVmaVmstate *backup_vma_vmstate_new(Error **errp);
+bool backup_vma_vmstate_add_to_archive(BackupVmaVmstate *v,
+                                       BackupVmaArchive *a, Error **errp);
+bool backup_vma_vmstate_start(BackupVmaVmstate *v,
+                              bool (*instant)(void *opaque, Error **errp),
+                              void (*ended_cb)(void *opaque), void *opaque,
+                              Error **errp);
+void backup_vma_vmstate_cancel(BackupVmaVmstate *v);
+void backup_vma_vmstate_free(BackupVmaVmstate *v);
+/* The running or last backup's figures */
+void backup_vma_vmstate_get_progress(BackupVmaVmstateProgress *p);
+
+/*
  * Fleecing of one disk (backup-vma-fleecing.c): the fleecing image, the
  * copy-before-write filter putting old data there, and the snapshot-access
  * node the backup job reads.  All NULL without fleecing.
@@ -155,5 +199,48 @@ BlockDriverState *backup_vma_fleecing_start(BackupVmaFleecing *f,
                                             Error **errp);
 /* Remove what _start() added and let go of the image; after the job */
 void backup_vma_fleecing_stop(BackupVmaFleecing *f);
+
+/*
+ * Change tracking of one disk for incremental backups
+ * (backup-vma-bitmaps.c, which explains a generation's life); main loop
+ */
+#define BACKUP_VMA_CHAIN_PREFIX "vma-chain:"
+
+typedef struct BackupVmaTracking {
+    BlockDriverState *bs;       /* the disk's data node; reference held */
+    BackupBitmapAction action;
+    char *base_bitmap;          /* action used: the base's bitmap */
+    char *job_bitmap;           /* from _start(): the bitmap the job syncs */
+    uint64_t dirty_bytes;       /* from _start(): bytes the job will copy */
+} BackupVmaTracking;
+
+/*
+ * The uuids of a bitmap named "vma-chain:<uuid>,...", oldest first, in
+ * *@uuids (g_free() it; may be NULL); 0 if @name is no such name
+ */
+unsigned backup_vma_chain_parse_name(const char *name,
+                                     uint8_t (**uuids)[VMA_UUID_SIZE]);
+/*
+ * Find @disk's bitmap for @base (NULL: a new chain starts) and decide the
+ * action; nothing changes.  Call _release() afterwards in any case.
+ */
+bool backup_vma_tracking_prepare(BackupVmaTracking *t,
+                                 BlockDriverState *disk, const char *disk_name,
+                                 const uint8_t *base, Error **errp);
+/* The base's bitmap cannot be used after all (another chain): go full */
+void backup_vma_tracking_demote(BackupVmaTracking *t);
+/*
+ * In the drained section that creates the job: the bitmap the job syncs
+ * with bitmap mode on-success (sync=bitmap when the action is used, else
+ * sync=full)
+ */
+BdrvDirtyBitmap *backup_vma_tracking_start(BackupVmaTracking *t,
+                                           const char *uuid_str,
+                                           Error **errp);
+/* After the job was finalized with the archive complete and synced */
+void backup_vma_tracking_commit(BackupVmaTracking *t, const char *final_name);
+/* After the job was aborted (or never created) */
+void backup_vma_tracking_abort(BackupVmaTracking *t);
+void backup_vma_tracking_release(BackupVmaTracking *t);
 
 #endif /* BLOCK_BACKUP_VMA_H */

@@ -25,7 +25,8 @@ void hmp_backup(Monitor *mon, const QDict *qdict)
 
     info = qmp_backup(backup_file, false, BACKUP_FORMAT_VMA, NULL, NULL,
                       devlist, true, speed, false, 0, false, false, false,
-                      NULL, false, 0, false, 0, &err);
+                      NULL, false, 0, false, 0, false, false, NULL, false,
+                      false, &err);
     if (info) {
         monitor_printf(mon, "backup started, uuid %s\n", info->UUID);
     }
