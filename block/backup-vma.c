@@ -328,8 +328,9 @@ static void backup_vma_on_archive_failed(void *opaque)
 {
     BackupVmaState *s = opaque;
 
-    backup_vma_abort(s, backup_vma_archive_get_error(s->archive));
+    /* First: aborting the jobs may end and free the backup */
     backup_vma_vmstate_cancel(s->vmstate);
+    backup_vma_abort(s, backup_vma_archive_get_error(s->archive));
 }
 
 /*
