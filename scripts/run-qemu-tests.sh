@@ -30,6 +30,9 @@
 #                     backed up, then booted at once on the archive while
 #                     vma-instant-restore copies it; checkers on the
 #                     archive and on the targets alone (about 1 min)
+#   guest-vmstate     tests/guest/test_vmstate_resume.py: a kit guest backed
+#                     up with its RAM state while it works, resumed from the
+#                     archive by a new QEMU, checks itself; e2fsck -fn
 #                     writing ext4 + a raw disk, restored bit for bit and
 #                     booted to check itself; KVM if it boots there, else
 #                     TCG; all skipped (with the reason) if neither boots.
@@ -315,6 +318,26 @@ run_guest_instant() {
     fi
 }
 
+# --- guest-vmstate -----------------------------------------------------------
+GUEST_VMSTATE_TESTS=4
+run_guest_vmstate() {
+    local start=$SECONDS log=$LOGDIR/guest-vmstate.log rc last
+    timeout -k 30 "$GUEST_TIMEOUT" python3 tests/guest/test_vmstate_resume.py "$BUILD" >"$log" 2>&1
+    rc=$?
+    [ $rc -eq 124 ] && echo "guest-vmstate: killed after ${GUEST_TIMEOUT}s"
+    grep -E '^accelerator|^case|^  |^SKIP' "$log" | sed 's/^/guest-vmstate: /'
+    last=$(tail -n 1 "$log")
+    if [[ $last =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)?$ ]]; then
+        local p=${BASH_REMATCH[1]} f=${BASH_REMATCH[2]} s=${BASH_REMATCH[4]:-0}
+        [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+        record guest-vmstate "$p" "$f" "$s" $((SECONDS - start))
+    else
+        echo "guest-vmstate: tests/guest/test_vmstate_resume.py ended without a summary (exit $rc); last lines of $log:"
+        tail -n 20 "$log"
+        record guest-vmstate 0 1 0 $((SECONDS - start))
+    fi
+}
+
 # --- clang -Werror build -----------------------------------------------------
 # The same tree built with clang and -Werror: QEMU's thread-safety analysis
 # (GRAPH_RDLOCK, coroutine_fn, lock annotations) over the whole series
@@ -331,10 +354,10 @@ run_clang() {
 
 # ---------------------------------------------------------------------------
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(patches iotests-upstream iotests-vma tool-qemu qtest clang-werror ceph guest guest-instant)
+[ ${#groups[@]} -gt 0 ] || groups=(patches iotests-upstream iotests-vma tool-qemu qtest clang-werror ceph guest guest-instant guest-vmstate)
 for g in "${groups[@]}"; do
     case $g in
-        patches|iotests-upstream|iotests-vma|tool-qemu|qtest|clang-werror|ceph|guest|guest-instant) ;;
+        patches|iotests-upstream|iotests-vma|tool-qemu|qtest|clang-werror|ceph|guest|guest-instant|guest-vmstate) ;;
         *) echo "run-qemu-tests: unknown group '$g'" >&2; exit 2 ;;
     esac
 done
@@ -342,7 +365,7 @@ want() { [[ " ${groups[*]} " == *" $1 "* ]]; }
 
 want patches && run_patches
 if want iotests-upstream || want iotests-vma || want tool-qemu || want qtest || want ceph || want guest ||
-   want guest-instant || want clang-werror; then
+   want guest-instant || want guest-vmstate || want clang-werror; then
     if build_qemu; then
         want iotests-upstream && IOTEST_RETRY=1 run_iotests iotests-upstream -- "${UPSTREAM_IOTESTS[@]}"
         want iotests-vma && run_vma_iotests
@@ -352,6 +375,7 @@ if want iotests-upstream || want iotests-vma || want tool-qemu || want qtest || 
         want ceph && run_ceph
         want guest && run_guest
         want guest-instant && run_guest_instant
+        want guest-vmstate && run_guest_vmstate
     else
         want iotests-upstream && record_unbuilt iotests-upstream ${#UPSTREAM_IOTESTS[@]}
         want iotests-vma && record_unbuilt iotests-vma ${#VMA_IOTESTS[@]}
@@ -361,6 +385,7 @@ if want iotests-upstream || want iotests-vma || want tool-qemu || want qtest || 
         want ceph && record_unbuilt ceph "$(grep -c '^    def test_' tests/ceph/test_rbd.py)"
         want guest && record_unbuilt guest $GUEST_TESTS
         want guest-instant && record_unbuilt guest-instant $GUEST_INSTANT_TESTS
+        want guest-vmstate && record_unbuilt guest-vmstate $GUEST_VMSTATE_TESTS
     fi
 fi
 

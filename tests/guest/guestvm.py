@@ -80,6 +80,7 @@ class Guest:
         self.cond = threading.Condition()
         self.proc = None
         self.qmp = None
+        self.con = None
         self.stderr = None
         self.log = os.path.join(workdir, f'{name}.console')
 
@@ -140,9 +141,14 @@ class Guest:
             for s, path in socks.values():
                 s.close()
                 os.unlink(path)
+        self.con = conns['con']
         threading.Thread(target=self._read_console, args=(conns['con'],),
                          daemon=True).start()
         self.qmp = QMP(conns['qmp'])
+
+    def send_console(self, text):
+        """Type text on the guest's serial console"""
+        self.con.sendall(text.encode())
 
     def _read_console(self, conn):
         buf = b''
