@@ -55,7 +55,14 @@
 #include "system/runstate.h"
 #include "block/backup-vma.h"
 
-/* Measured: more workers do not copy faster, and each takes 1 MiB */
+/*
+ * Parallel 1 MiB copy requests per disk when the caller does not say.
+ * Local files are read from the page cache or with the kernel's readahead:
+ * two requests keep them busy, more only compete with the output thread
+ * for the CPU (bench/RESULTS.md, max-workers).  Storage with latency (RBD,
+ * NBD, iSCSI, block devices) needs more in flight.
+ */
+#define BACKUP_VMA_DEFAULT_WORKERS_FILE 2
 #define BACKUP_VMA_DEFAULT_WORKERS 16
 /* Below common guest driver timeouts (Linux: 30 s per try, a few tries) */
 #define BACKUP_VMA_DEFAULT_CBW_TIMEOUT 45
@@ -864,11 +871,23 @@ static BackupDiskStatusList *backup_vma_disks_status(BackupVmaState *s)
     return list;
 }
 
+/* max-workers for @disk when the caller gave none */
+static int64_t backup_vma_default_workers(BlockDriverState *disk)
+{
+    BlockDriverState *leaf = disk;
+
+    GRAPH_RDLOCK_GUARD_MAINLOOP();
+    while (bdrv_primary_bs(leaf)) {
+        leaf = bdrv_primary_bs(leaf);
+    }
+    return leaf->drv && !strcmp(leaf->drv->format_name, "file") ?
+           BACKUP_VMA_DEFAULT_WORKERS_FILE : BACKUP_VMA_DEFAULT_WORKERS;
+}
+
 /* Create the sinks and, in one drained section, all jobs */
 static bool backup_vma_create_jobs(BackupVmaState *s, int64_t speed,
                                    int64_t max_workers, Error **errp)
 {
-    BackupPerf perf = { .max_workers = max_workers };
     bool ok = true;
 
     for (unsigned i = 0; i < s->n_devs; i++) {
@@ -890,6 +909,10 @@ static bool backup_vma_create_jobs(BackupVmaState *s, int64_t speed,
         BlockDriverState *source = dev->source;
         bool fleecing = dev->fleecing.image != NULL;
         MirrorSyncMode sync_mode = MIRROR_SYNC_MODE_FULL;
+        BackupPerf perf = {
+            .max_workers = max_workers ?:
+                           backup_vma_default_workers(dev->source),
+        };
         BdrvDirtyBitmap *bitmap = NULL;
 
         if (!id_wellformed(job_id)) {
@@ -1005,6 +1028,8 @@ static bool backup_vma_instant(void *opaque, Error **errp)
                                s->devs[i].tracking.dirty_bytes :
                                s->devs[i].size;
     }
+    qapi_free_BackupDiskStatusList(backup_status.disks);
+    backup_status.disks = backup_vma_disks_status(s);
     backup_vma_begin(s);
     return true;
 }
@@ -1072,9 +1097,8 @@ UuidInfo *qmp_backup(const char *backup_file,
         return NULL;
     }
     if (!has_max_workers) {
-        max_workers = BACKUP_VMA_DEFAULT_WORKERS;
-    }
-    if (max_workers < 1 || max_workers > INT_MAX) {
+        max_workers = 0;        /* the default of each disk */
+    } else if (max_workers < 1 || max_workers > INT_MAX) {
         error_setg(errp, "max-workers must be between 1 and %d", INT_MAX);
         return NULL;
     }
