@@ -21,12 +21,13 @@ void hmp_backup(Monitor *mon, const QDict *qdict)
     const char *backup_file = qdict_get_str(qdict, "backupfile");
     const char *devlist = qdict_get_try_str(qdict, "devlist");
     int64_t speed = qdict_get_try_int(qdict, "speed", 0);
+    bool vmstate = qdict_get_try_bool(qdict, "vmstate", false);
     g_autoptr(UuidInfo) info = NULL;
 
     info = qmp_backup(backup_file, false, BACKUP_FORMAT_VMA, NULL, NULL,
                       devlist, true, speed, false, 0, false, false, false,
-                      NULL, false, 0, false, 0, false, false, NULL, false,
-                      false, &err);
+                      NULL, false, 0, false, 0, false, false, NULL, true,
+                      vmstate, &err);
     if (info) {
         monitor_printf(mon, "backup started, uuid %s\n", info->UUID);
     }
@@ -82,4 +83,10 @@ void hmp_info_backup(Monitor *mon, const QDict *qdict)
     print_part(mon, "Transferred bytes", info->transferred, info->total);
     print_part(mon, "Zero bytes", info->zero_bytes, info->total);
     monitor_printf(mon, "Archive size: %" PRId64 "\n", info->archive_size);
+    if (info->has_vmstate_bytes) {
+        monitor_printf(mon, "RAM state: %" PRId64 " bytes stored, %" PRId64
+                       " of %" PRId64 " RAM bytes left\n",
+                       info->vmstate_bytes, info->vmstate_ram_remaining,
+                       info->vmstate_ram_total);
+    }
 }
