@@ -35,6 +35,7 @@
 #include "qapi/qapi-commands-migration.h"
 #include "qemu/coroutine.h"
 #include "qemu/main-loop.h"
+#include "qemu/timer.h"
 #include "qemu/units.h"
 #include "exec/cpu-common.h"
 #include "io/channel-socket.h"
@@ -57,6 +58,15 @@ struct BackupVmaVmstate {
     bool migration_failed;
     bool failed;                /* we failed the archive or were cancelled */
     QIOChannel *ioc;            /* our (reading) end */
+    /*
+     * While the reader waits for the archive, the migration thread soon
+     * waits for the reader, and guest writes to RAM not yet saved wait for
+     * the migration thread: such a wait fails the backup after
+     * @wait_limit_ms (0: never)
+     */
+    int64_t wait_limit_ms;
+    int64_t waiting_since_ms;   /* 0: not waiting */
+    QEMUTimer *watchdog;
     NotifierWithReturn notifier;
     void (*ended_cb)(void *opaque);
     void *opaque;
@@ -78,7 +88,7 @@ static bool vmstate_set_capability(bool on, Error **errp)
     return !*errp;
 }
 
-BackupVmaVmstate *backup_vma_vmstate_new(Error **errp)
+BackupVmaVmstate *backup_vma_vmstate_new(uint32_t wait_limit, Error **errp)
 {
     ERRP_GUARD();
     BackupVmaVmstate *v;
@@ -89,6 +99,7 @@ BackupVmaVmstate *backup_vma_vmstate_new(Error **errp)
         return NULL;
     }
     v = g_new0(BackupVmaVmstate, 1);
+    v->wait_limit_ms = (int64_t)wait_limit * 1000;
     v->cap_was_set = migrate_background_snapshot();
     if (!v->cap_was_set && !vmstate_set_capability(true, errp)) {
         error_prepend(errp, "vmstate: the RAM state needs a background "
@@ -137,6 +148,9 @@ static void vmstate_free(BackupVmaVmstate *v)
     if (v->ioc) {
         object_unref(OBJECT(v->ioc));
     }
+    if (v->watchdog) {
+        timer_free(v->watchdog);
+    }
     g_free(v);
 }
 
@@ -163,6 +177,9 @@ static void vmstate_maybe_end(BackupVmaVmstate *v)
         qapi_free_MigrationInfo(info);
     } else if (!v->failed) {
         backup_vma_archive_producer_done(v->archive);
+    }
+    if (v->watchdog) {
+        timer_del(v->watchdog);
     }
     vmstate_progress.done = !v->failed && !v->migration_failed;
     vmstate_progress.ram_remaining = 0;
@@ -233,8 +250,13 @@ static void coroutine_fn vmstate_read_co(void *opaque)
         eof = n == 0;
         fill += n;
         if (fill == VMSTATE_CHUNK || (eof && fill)) {
-            if (backup_vma_archive_write(v->archive, v->dev_id, offset, buf,
-                                         fill) < 0) {
+            int ret;
+
+            v->waiting_since_ms = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+            ret = backup_vma_archive_write(v->archive, v->dev_id, offset,
+                                           buf, fill);
+            v->waiting_since_ms = 0;
+            if (ret < 0) {
                 /* The archive has the error; the migration must stop */
                 if (!v->failed) {
                     vmstate_stop(v);
@@ -248,6 +270,25 @@ static void coroutine_fn vmstate_read_co(void *opaque)
     }
     v->reader_done = true;
     vmstate_maybe_end(v);
+}
+
+/* Once a second while the state is saved: is the reader stuck? */
+static void vmstate_watchdog(void *opaque)
+{
+    BackupVmaVmstate *v = opaque;
+    int64_t now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+
+    if (v->waiting_since_ms && !v->failed &&
+        now - v->waiting_since_ms > v->wait_limit_ms) {
+        backup_vma_archive_fail(v->archive, -ETIMEDOUT, "the RAM state "
+                                "waited longer than cbw-timeout (%" PRId64
+                                " s) for the archive, which would stall "
+                                "guest memory writes: the backup failed",
+                                v->wait_limit_ms / 1000);
+        vmstate_stop(v);
+        return;
+    }
+    timer_mod(v->watchdog, now + 1000);
 }
 
 bool backup_vma_vmstate_start(BackupVmaVmstate *v,
@@ -294,6 +335,11 @@ bool backup_vma_vmstate_start(BackupVmaVmstate *v,
         return false;
     }
     v->started = true;
+    if (v->wait_limit_ms) {
+        v->watchdog = timer_new_ms(QEMU_CLOCK_REALTIME, vmstate_watchdog, v);
+        timer_mod(v->watchdog,
+                  qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + 1000);
+    }
     qemu_coroutine_enter(qemu_coroutine_create(vmstate_read_co, v));
     return true;
 }

@@ -1130,7 +1130,7 @@ UuidInfo *qmp_backup(const char *backup_file,
         s->devs[i].backup = s;
     }
     if (has_vmstate && vmstate) {
-        s->vmstate = backup_vma_vmstate_new(errp);
+        s->vmstate = backup_vma_vmstate_new(s->cbw_timeout, errp);
         if (!s->vmstate) {
             goto fail;
         }

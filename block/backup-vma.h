@@ -160,7 +160,8 @@ typedef struct BackupVmaVmstateProgress {
     bool done;                  /* the whole state is stored */
 } BackupVmaVmstateProgress;
 
-BackupVmaVmstate *backup_vma_vmstate_new(Error **errp);
+/* @wait_limit: s the state may wait for the archive (0: no limit) */
+BackupVmaVmstate *backup_vma_vmstate_new(uint32_t wait_limit, Error **errp);
 bool backup_vma_vmstate_add_to_archive(BackupVmaVmstate *v,
                                        BackupVmaArchive *a, Error **errp);
 bool backup_vma_vmstate_start(BackupVmaVmstate *v,
