@@ -35,6 +35,7 @@
 #include "qapi/qapi-commands-migration.h"
 #include "qemu/coroutine.h"
 #include "qemu/main-loop.h"
+#include "block/aio.h"
 #include "qemu/timer.h"
 #include "qemu/units.h"
 #include "exec/cpu-common.h"
@@ -56,6 +57,7 @@ struct BackupVmaVmstate {
     bool reader_done;
     bool migration_ended;
     bool migration_failed;
+    bool ending;                /* vmstate_end_bh() is scheduled */
     bool failed;                /* we failed the archive or were cancelled */
     QIOChannel *ioc;            /* our (reading) end */
     /*
@@ -161,12 +163,14 @@ void backup_vma_vmstate_free(BackupVmaVmstate *v)
     }
 }
 
-/* Both the reader and the migration have ended: the part's result */
-static void vmstate_maybe_end(BackupVmaVmstate *v)
+/*
+ * The part's result; in a BH, outside the reader coroutine and the migration
+ * notifiers, since the backup may end here and change the block graph
+ */
+static void vmstate_end_bh(void *opaque)
 {
-    if (!v->started || !v->reader_done || !v->migration_ended) {
-        return;
-    }
+    BackupVmaVmstate *v = opaque;
+
     migration_remove_notifier(&v->notifier);
     if (v->migration_failed && !v->failed) {
         MigrationInfo *info = qmp_query_migrate(NULL);
@@ -186,6 +190,16 @@ static void vmstate_maybe_end(BackupVmaVmstate *v)
     qio_channel_close(v->ioc, NULL);
     v->ended_cb(v->opaque);
     vmstate_free(v);
+}
+
+/* Both the reader and the migration have ended? */
+static void vmstate_maybe_end(BackupVmaVmstate *v)
+{
+    if (v->ending || !v->started || !v->reader_done || !v->migration_ended) {
+        return;
+    }
+    v->ending = true;
+    aio_bh_schedule_oneshot(qemu_get_aio_context(), vmstate_end_bh, v);
 }
 
 static int vmstate_migration_notify(NotifierWithReturn *n, MigrationEvent *e,
