@@ -26,6 +26,10 @@
 #                     cannot start
 #   guest             tests/guest/test_live_backup.py: live backups of a
 #                     real Linux guest (kit: tests/guest/build-kit.sh)
+#                     writing ext4 + a raw disk, restored bit for bit and
+#                     booted to check itself; KVM if it boots there, else
+#                     TCG; all skipped (with the reason) if neither boots.
+#                     About 2 minutes.
 #   guest-instant     tests/guest/test_instant_restore.py: a kit guest
 #                     backed up, then booted at once on the archive while
 #                     vma-instant-restore copies it; checkers on the
@@ -33,10 +37,14 @@
 #   guest-vmstate     tests/guest/test_vmstate_resume.py: a kit guest backed
 #                     up with its RAM state while it works, resumed from the
 #                     archive by a new QEMU, checks itself; e2fsck -fn
-#                     writing ext4 + a raw disk, restored bit for bit and
-#                     booted to check itself; KVM if it boots there, else
-#                     TCG; all skipped (with the reason) if neither boots.
-#                     About 2 minutes.
+#   guest-incremental tests/guest/test_incremental_week.py: "a week of daily
+#                     backups" of a writing kit guest: a full with
+#                     track-changes, 7 incrementals (query-backup and the
+#                     backup-chain config checked, each much smaller than
+#                     the full); every day's chain prefix verified,
+#                     extracted, equal bit for bit to the disks at its
+#                     instant and booted to check itself; vma merge of the
+#                     chain == its extract.  About 2 minutes under TCG.
 #
 # iotests: "not run" counts as skipped; a test ./check did not report (it
 # crashed or timed out) counts as failed.  If the QEMU build fails, every
@@ -338,6 +346,27 @@ run_guest_vmstate() {
     fi
 }
 
+# --- guest-incremental -------------------------------------------------------
+GUEST_INCREMENTAL_TESTS=25   # 1 full + 7 incrementals + 8 restores + 8 checkers + merge
+run_guest_incremental() {
+    local start=$SECONDS log=$LOGDIR/guest-incremental.log rc last
+    timeout -k 30 "$GUEST_TIMEOUT" python3 tests/guest/test_incremental_week.py "$BUILD" >"$log" 2>&1
+    rc=$?
+    [ $rc -eq 124 ] && echo "guest-incremental: killed after ${GUEST_TIMEOUT}s"
+    grep -E '^guest kit|^--- |^SKIP' "$log" | sed 's/^/guest-incremental: /'
+    last=$(tail -n 1 "$log")
+    if [[ $last =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)?$ ]]; then
+        local p=${BASH_REMATCH[1]} f=${BASH_REMATCH[2]} s=${BASH_REMATCH[4]:-0}
+        [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+        [ "$f" -gt 0 ] && grep -E '^FAIL|FAILED' "$log" | head -n 30
+        record guest-incremental "$p" "$f" "$s" $((SECONDS - start))
+    else
+        echo "guest-incremental: tests/guest/test_incremental_week.py ended without a summary (exit $rc); last lines of $log:"
+        tail -n 20 "$log"
+        record guest-incremental 0 1 0 $((SECONDS - start))
+    fi
+}
+
 # --- clang -Werror build -----------------------------------------------------
 # The same tree built with clang and -Werror: QEMU's thread-safety analysis
 # (GRAPH_RDLOCK, coroutine_fn, lock annotations) over the whole series
@@ -354,10 +383,10 @@ run_clang() {
 
 # ---------------------------------------------------------------------------
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(patches iotests-upstream iotests-vma tool-qemu qtest clang-werror ceph guest guest-instant guest-vmstate)
+[ ${#groups[@]} -gt 0 ] || groups=(patches iotests-upstream iotests-vma tool-qemu qtest clang-werror ceph guest guest-instant guest-vmstate guest-incremental)
 for g in "${groups[@]}"; do
     case $g in
-        patches|iotests-upstream|iotests-vma|tool-qemu|qtest|clang-werror|ceph|guest|guest-instant|guest-vmstate) ;;
+        patches|iotests-upstream|iotests-vma|tool-qemu|qtest|clang-werror|ceph|guest|guest-instant|guest-vmstate|guest-incremental) ;;
         *) echo "run-qemu-tests: unknown group '$g'" >&2; exit 2 ;;
     esac
 done
@@ -365,7 +394,7 @@ want() { [[ " ${groups[*]} " == *" $1 "* ]]; }
 
 want patches && run_patches
 if want iotests-upstream || want iotests-vma || want tool-qemu || want qtest || want ceph || want guest ||
-   want guest-instant || want guest-vmstate || want clang-werror; then
+   want guest-instant || want guest-vmstate || want guest-incremental || want clang-werror; then
     if build_qemu; then
         want iotests-upstream && IOTEST_RETRY=1 run_iotests iotests-upstream -- "${UPSTREAM_IOTESTS[@]}"
         want iotests-vma && run_vma_iotests
@@ -376,6 +405,7 @@ if want iotests-upstream || want iotests-vma || want tool-qemu || want qtest || 
         want guest && run_guest
         want guest-instant && run_guest_instant
         want guest-vmstate && run_guest_vmstate
+        want guest-incremental && run_guest_incremental
     else
         want iotests-upstream && record_unbuilt iotests-upstream ${#UPSTREAM_IOTESTS[@]}
         want iotests-vma && record_unbuilt iotests-vma ${#VMA_IOTESTS[@]}
@@ -386,6 +416,7 @@ if want iotests-upstream || want iotests-vma || want tool-qemu || want qtest || 
         want guest && record_unbuilt guest $GUEST_TESTS
         want guest-instant && record_unbuilt guest-instant $GUEST_INSTANT_TESTS
         want guest-vmstate && record_unbuilt guest-vmstate $GUEST_VMSTATE_TESTS
+        want guest-incremental && record_unbuilt guest-incremental $GUEST_INCREMENTAL_TESTS
     fi
 fi
 
