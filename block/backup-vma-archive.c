@@ -229,6 +229,18 @@ static void archive_fail_output(BackupVmaArchive *a, int error)
     }
 }
 
+/* The format writer refused (@err): the output's error if it has one */
+static void archive_writer_failed(BackupVmaArchive *a, GError *err)
+{
+    int error = backup_vma_output_get_error(a->output);
+
+    if (error) {
+        archive_fail_output(a, error);
+    } else {
+        backup_vma_archive_fail(a, -EIO, "%s", err->message);
+    }
+}
+
 const char *backup_vma_archive_get_error(BackupVmaArchive *a)
 {
     return a->errmsg;
@@ -302,13 +314,7 @@ static int archive_write_zeroes(BackupVmaArchive *a, uint8_t dev_id,
                                             &err);
     }
     if (!ok) {
-        int error = backup_vma_output_get_error(a->output);
-
-        if (error) {
-            archive_fail_output(a, error);
-        } else {
-            backup_vma_archive_fail(a, -EIO, "%s", err->message);
-        }
+        archive_writer_failed(a, err);
         return -EIO;
     }
     qatomic_add(&a->transferred, bytes);
@@ -336,13 +342,7 @@ static int archive_write_vmstate(BackupVmaArchive *a, uint8_t dev_id,
                                           &err);
         }
         if (!ok) {
-            int error = backup_vma_output_get_error(a->output);
-
-            if (error) {
-                archive_fail_output(a, error);
-            } else {
-                backup_vma_archive_fail(a, -EIO, "%s", err->message);
-            }
+            archive_writer_failed(a, err);
             return -EIO;
         }
     }
@@ -389,12 +389,7 @@ bool coroutine_fn backup_vma_archive_finish(BackupVmaArchive *a,
         ok = vma_writer_finish(a->writer, &err);
     }
     if (!ok) {
-        ret = backup_vma_output_get_error(a->output);
-        if (ret) {
-            archive_fail_output(a, ret);
-        } else {
-            backup_vma_archive_fail(a, -EIO, "%s", err->message);
-        }
+        archive_writer_failed(a, err);
         error_setg(errp, "%s", a->errmsg);
         return false;
     }

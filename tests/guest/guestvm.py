@@ -271,3 +271,31 @@ def choose_accel(qemu, kit, workdir, kvm_timeout=8, tcg_timeout=60):
     ok, why = probe(qemu, kit, workdir, 'tcg', tcg_timeout)
     notes.append(why)
     return ('tcg' if ok else None), '; '.join(notes)
+
+
+# Reporting, shared by the test scripts
+
+def report_tests(names, ok, accel, why):
+    """One line per test (ok / FAIL, or SKIP with @why when no accelerator
+    boots the guest); returns (passed, failed, skipped)"""
+    passed = failed = skipped = 0
+    for name in names:
+        if not accel:
+            print(f'SKIP {name}: no accelerator boots the guest ({why})')
+            skipped += 1
+        elif ok.get(name):
+            print(f'ok {name}')
+            passed += 1
+        else:
+            print(f'FAIL {name}')
+            failed += 1
+    return passed, failed, skipped
+
+
+def print_totals(passed, failed, skipped):
+    """The last line run-qemu-tests.sh reads"""
+    if skipped:
+        print(f'{passed} passed, {failed} failed, {skipped} skipped')
+    else:
+        print(f'{passed} passed, {failed} failed')
+

@@ -66,7 +66,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from guestvm import Guest, QMPError, build_kit, choose_accel  # noqa: E402
+from guestvm import (Guest, QMPError, build_kit,  # noqa: E402
+                     choose_accel, print_totals, report_tests)
 from livebackup import (BLK_DEV, FS_DEV, MiB, Case, CaseFailed,  # noqa: E402
                         Env, bytes_done, check_restored, make_disks, run,
                         to_raw, wait_console_quiet)
@@ -481,26 +482,13 @@ def main():
             if attempt(f'day {day} checker', check_restored, week.env, case,
                        work, restored[day], acked, say) is not None:
                 ok[f'day{day}: checker'] = True
-    passed = failed = skipped = 0
-    for name in names:
-        if not accel:
-            print(f'SKIP {name}: no accelerator boots the guest ({why})')
-            skipped += 1
-        elif ok.get(name):
-            print(f'ok {name}')
-            passed += 1
-        else:
-            print(f'FAIL {name}')
-            failed += 1
+    passed, failed, skipped = report_tests(names, ok, accel, why)
     if failed == 0:
         shutil.rmtree(work, ignore_errors=True)
     else:
         print(f'(files kept in {work})')
     print(f'guest-incremental group: {time.monotonic() - start:.0f}s')
-    if skipped:
-        print(f'{passed} passed, {failed} failed, {skipped} skipped')
-    else:
-        print(f'{passed} passed, {failed} failed')
+    print_totals(passed, failed, skipped)
     return 1 if failed else 0
 
 

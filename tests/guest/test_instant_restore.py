@@ -36,7 +36,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from guestvm import Guest, QMPError, build_kit, choose_accel  # noqa: E402
+from guestvm import (Guest, QMPError, build_kit,  # noqa: E402
+                     choose_accel, print_totals, report_tests)
 from livebackup import (BLK_DEV, FS_DEV, Case, CaseFailed, Env,  # noqa: E402
                         check_restored, run_case)
 
@@ -184,24 +185,11 @@ def main():
             print(f'  (files kept in {work})')
         except Exception as e:     # a bug in the test: still a failure
             print(f'  FAILED (unexpected {type(e).__name__}): {e}')
-    passed = failed = skipped = 0
-    for t in TESTS:
-        if not accel:
-            print(f'SKIP {t}: no accelerator boots the guest ({why})')
-            skipped += 1
-        elif ok.get(t):
-            print(f'ok {t}')
-            passed += 1
-        else:
-            print(f'FAIL {t}')
-            failed += 1
+    passed, failed, skipped = report_tests(TESTS, ok, accel, why)
     if failed == 0:
         shutil.rmtree(work, ignore_errors=True)
     print(f'guest-instant group: {time.monotonic() - start:.0f}s')
-    if skipped:
-        print(f'{passed} passed, {failed} failed, {skipped} skipped')
-    else:
-        print(f'{passed} passed, {failed} failed')
+    print_totals(passed, failed, skipped)
     return 1 if failed else 0
 
 

@@ -29,7 +29,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from guestvm import build_kit, choose_accel, QMPError  # noqa: E402
+from guestvm import (build_kit, choose_accel, print_totals,  # noqa: E402
+                     QMPError)
 from livebackup import (Case, CaseFailed, Env, check_restored,  # noqa: E402
                         damage, run_case)
 
@@ -112,10 +113,7 @@ def main():
     if failed == 0:
         shutil.rmtree(work, ignore_errors=True)
     print(f'guest group: {time.monotonic() - start:.0f}s')
-    if skipped:
-        print(f'{passed} passed, {failed} failed, {skipped} skipped')
-    else:
-        print(f'{passed} passed, {failed} failed')
+    print_totals(passed, failed, skipped)
     return 1 if failed else 0
 
 
