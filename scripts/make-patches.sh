@@ -3,7 +3,7 @@
 # against the pinned QEMU (QEMU_VERSION: Debian's source package, as
 # `apt-get source` extracts it), with a cover letter, and check it.
 #
-#   scripts/make-patches.sh [-o DIR] [--build]
+#   scripts/make-patches.sh [-o DIR] [--build] [--bisect]
 #
 # One commit per patches/*.patch, in patches/series order; each commit also
 # adds, as new files, the overlay files (new in-tree files of this repo) that
@@ -21,10 +21,15 @@
 #   - --build: configure that tree and build qemu-system-x86_64, qemu-img
 #     (and vma, if the series builds it) in a scratch dir ($QEMU_WORKDIR/
 #     export/verify-build), nice'd.  15 min on 2 busy cores; not in CI.
+#   - --bisect: the same build at every commit of the series, in order, in
+#     one scratch dir ($QEMU_WORKDIR/export/bisect-build; ninja rebuilds
+#     what each patch changes): each patch builds on its own.  The full
+#     build once, then a few minutes per patch; not in CI.
 #
 # Output: DIR (default build/patches/): 0000-cover-letter.patch, 0001-...
 # Last line: "N passed, N failed": one test per exported patch (checkpatch
-# without errors) plus one for the `git am` round trip (and one for --build).
+# without errors) plus one for the `git am` round trip (and one for --build,
+# one per patch for --bisect).
 #
 # Environment: QEMU_WORKDIR (default /var/tmp/vma-qemu), shared with
 # scripts/qemu-build.sh: the pristine source is fetched once for both.
@@ -36,6 +41,7 @@ EXPORT=$WORKDIR/export
 TREE=$EXPORT/qemu                       # git: tag `pristine`, series on top
 OUT=$REPO/build/patches
 BUILD_CHECK=0
+BISECT_CHECK=0
 GIT_IDENT=(-c "user.name=VMA backup developers" -c "user.email=vma-backup@example.org")
 TITLE="VMA backup archive and live VM backup for QEMU"
 
@@ -43,8 +49,9 @@ while [ $# -gt 0 ]; do
     case $1 in
         -o) OUT=$(realpath -m "$2"); shift 2 ;;
         --build) BUILD_CHECK=1; shift ;;
+        --bisect) BISECT_CHECK=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
-        *) echo "usage: $0 [-o DIR] [--build]" >&2; exit 2 ;;
+        *) echo "usage: $0 [-o DIR] [--build] [--bisect]" >&2; exit 2 ;;
     esac
 done
 
@@ -344,23 +351,59 @@ else
 fi
 
 # --- optional: build what git am gave -------------------------------------------
-if [ $BUILD_CHECK = 1 ]; then
-    vb=$EXPORT/verify-build
-    t0=$SECONDS
-    say "--build: configure + ninja in $vb (log: $EXPORT/verify-build.log)"
-    rm -rf "$vb"; mkdir -p "$vb"
-    targets=(qemu-system-x86_64 qemu-img)
-    if (cd "$vb" && nice "$TREE/configure" --python=/usr/bin/python3 "--cc=ccache gcc" \
-            --target-list=x86_64-softmmu --enable-tools --disable-docs \
-            --disable-download --disable-install-blobs) >"$EXPORT/verify-build.log" 2>&1 &&
-       { ninja -C "$vb" -t query vma >/dev/null 2>&1 && targets+=(vma); true; } &&
-       nice ninja -C "$vb" "${targets[@]}" >>"$EXPORT/verify-build.log" 2>&1; then
+# Configure $1 for the tree as it is checked out; log to $2
+configure_build() {
+    (cd "$1" && nice "$TREE/configure" --python=/usr/bin/python3 "--cc=ccache gcc" \
+        --target-list=x86_64-softmmu --enable-tools --disable-docs \
+        --disable-download --disable-install-blobs) >"$2" 2>&1
+}
+
+# Build qemu-system-x86_64, qemu-img and (once the series has it) vma in $1
+build_targets() {
+    local targets=(qemu-system-x86_64 qemu-img)
+    ninja -C "$1" -t query vma >/dev/null 2>&1 && targets+=(vma)
+    nice ninja -C "$1" "${targets[@]}" >>"$2" 2>&1
+}
+
+# Count one build check: $1 what is built, $2 its log, then the command
+count_build() {
+    local what=$1 log=$2 t0=$SECONDS
+    shift 2
+    if "$@"; then
         n_pass=$((n_pass + 1))
-        say "--build: ${targets[*]} built in $((SECONDS - t0))s"
+        say "$what: built in $((SECONDS - t0))s"
     else
         n_fail=$((n_fail + 1))
-        grep -E 'error|FAILED' "$EXPORT/verify-build.log" | head -n 30
-        say "FAIL: --build (after $((SECONDS - t0))s; see $EXPORT/verify-build.log)"
+        grep -E 'error|FAILED' "$log" | head -n 20
+        say "FAIL: $what (after $((SECONDS - t0))s; see $log)"
     fi
+}
+
+# A new build dir $1, configured and built; log to $2
+fresh_build() {
+    rm -rf "$1"; mkdir -p "$1"
+    configure_build "$1" "$2" && build_targets "$1" "$2"
+}
+
+if [ $BUILD_CHECK = 1 ]; then
+    say "--build: configure + ninja in $EXPORT/verify-build"
+    count_build --build "$EXPORT/verify-build.log" \
+        fresh_build "$EXPORT/verify-build" "$EXPORT/verify-build.log"
+fi
+
+if [ $BISECT_CHECK = 1 ]; then
+    head=$(tgit rev-parse HEAD)
+    mapfile -t commits < <(tgit rev-list --reverse pristine..HEAD)
+    for i in "${!commits[@]}"; do
+        tgit checkout -q "${commits[i]}"
+        what="--bisect $((i + 1))/${#commits[@]} $(tgit log -1 --format=%s)"
+        log=$EXPORT/bisect-$((i + 1)).log
+        if [ "$i" -eq 0 ]; then
+            count_build "$what" "$log" fresh_build "$EXPORT/bisect-build" "$log"
+        else
+            count_build "$what" "$log" build_targets "$EXPORT/bisect-build" "$log"
+        fi
+    done
+    tgit checkout -q "$head"
 fi
 finish

@@ -298,4 +298,3 @@ def print_totals(passed, failed, skipped):
         print(f'{passed} passed, {failed} failed, {skipped} skipped')
     else:
         print(f'{passed} passed, {failed} failed')
-

@@ -599,4 +599,3 @@ int vma_cmd_create(int argc, char **argv)
     create_cleanup(&job, ret == EXIT_SUCCESS);
     return ret;
 }
-

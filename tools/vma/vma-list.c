@@ -299,4 +299,3 @@ int vma_cmd_config(int argc, char **argv)
     }
     return EXIT_SUCCESS;
 }
-
