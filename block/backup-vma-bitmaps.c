@@ -37,6 +37,7 @@
 #include "block/block_int.h"
 #include "block/dirty-bitmap.h"
 #include "block/backup-vma.h"
+#include "block/backup-vma-bitmaps.h"
 
 #define PENDING_PREFIX "vma-pending:"
 #define UUID_STR_LEN 36

@@ -54,6 +54,7 @@
 #include "system/blockdev.h"
 #include "system/runstate.h"
 #include "block/backup-vma.h"
+#include "block/backup-vma-bitmaps.h"
 
 /*
  * Parallel 1 MiB copy requests per disk when the caller does not say.
