@@ -383,13 +383,7 @@ run_clang() {
 
 # ---------------------------------------------------------------------------
 groups=("$@")
-# guest-incremental runs only when named: its guest's ext4 writer (virtio-blk
-# in an iothread) sometimes hangs for good after one of the week's eight
-# stop/cont pauses, also without any backup (seen in 3 of 7 runs on TCG);
-# until that is understood it would make CI flaky.  The default run reports
-# it as skipped, with this reason.
-default_run=0
-[ ${#groups[@]} -gt 0 ] || { default_run=1; groups=(patches iotests-upstream iotests-vma tool-qemu qtest clang-werror ceph guest guest-instant guest-vmstate); }
+[ ${#groups[@]} -gt 0 ] || groups=(patches iotests-upstream iotests-vma tool-qemu qtest clang-werror ceph guest guest-instant guest-vmstate guest-incremental)
 for g in "${groups[@]}"; do
     case $g in
         patches|iotests-upstream|iotests-vma|tool-qemu|qtest|clang-werror|ceph|guest|guest-instant|guest-vmstate|guest-incremental) ;;
@@ -424,11 +418,6 @@ if want iotests-upstream || want iotests-vma || want tool-qemu || want qtest || 
         want guest-vmstate && record_unbuilt guest-vmstate $GUEST_VMSTATE_TESTS
         want guest-incremental && record_unbuilt guest-incremental $GUEST_INCREMENTAL_TESTS
     fi
-fi
-
-if [ $default_run = 1 ]; then
-    echo "guest-incremental: SKIPPED in the default run: the kit guest's ext4 writer sometimes hangs after stop/cont (also without a backup); run: scripts/run-qemu-tests.sh guest-incremental"
-    record guest-incremental 0 0 $GUEST_INCREMENTAL_TESTS 0
 fi
 
 if [ $total_skip -gt 0 ]; then
