@@ -255,15 +255,15 @@ static int coroutine_fn archive_queue_extent(BackupVmaArchive *a,
                                              VmaPackedExtent *p,
                                              GError **errp)
 {
-    unsigned clusters = DIV_ROUND_UP(len, VMA_CLUSTER_SIZE);
-    uint8_t *extent = g_malloc(VMA_EXTENT_PACK_SIZE(clusters));
+    size_t size = VMA_EXTENT_PACK_SIZE(DIV_ROUND_UP(len, VMA_CLUSTER_SIZE));
+    uint8_t *extent = backup_vma_output_alloc(a->output, size);
     int ret = -EIO;
 
     vma_extent_pack(a->uuid, dev_id, cluster, buf, len, extent, p);
-    extent = g_realloc(extent, p->len);
     WITH_QEMU_LOCK_GUARD(&a->lock) {
         if (vma_writer_commit_extent(a->writer, p, errp)) {
-            ret = backup_vma_output_append_owned(a->output, extent, p->len);
+            ret = backup_vma_output_append_owned(a->output, extent, p->len,
+                                                 size);
             extent = NULL;
         }
     }

@@ -20,6 +20,10 @@
  *   fails emits no byte, even if a guest write already queued some.
  * - backup_vma_output_finish() waits until everything is written and, for
  *   regular files and block devices, fdatasync()ed.
+ * - Buffers of up to the output's buffer size are recycled once written
+ *   (backup_vma_output_alloc()): a buffer that was used before costs no page
+ *   faults, where a new one costs one per 4 KiB, and in a VM whose freed
+ *   memory goes back to the host, a fault can cost as much as the copy.
  *
  * A descriptor passed by the user (getfd, add-fd) keeps its file status
  * flags: a pipe or FIFO is reopened through /proc/self/fd to get an open
@@ -63,6 +67,7 @@ typedef struct OutputChunk {
     uint8_t *data;
     size_t len;         /* bytes to write */
     size_t capacity;    /* room for gathering, 0 for an adopted buffer */
+    bool recycle;       /* @data is a buffer of the output's buffer size */
 } OutputChunk;
 
 struct BackupVmaOutput {
@@ -79,6 +84,9 @@ struct BackupVmaOutput {
     QSIMPLEQ_HEAD(, OutputChunk) queue;
     size_t queued;              /* bytes in @queue */
     size_t limit;               /* producers wait above this */
+    size_t buffer_size;         /* of the recycled buffers */
+    GSList *spare;              /* written buffers of @buffer_size */
+    unsigned n_spare;           /* at most @limit / @buffer_size */
     bool armed;                 /* the thread may write */
     bool closing;               /* no more appends: write the rest, sync */
     bool thread_done;
@@ -183,7 +191,8 @@ static int output_prepare_fd(int fd, OutputKind *kind, Error **errp)
 
 BackupVmaOutput *backup_vma_output_open(const char *path,
                                         uint32_t stall_timeout,
-                                        size_t queue_limit, Error **errp)
+                                        size_t queue_limit,
+                                        size_t buffer_size, Error **errp)
 {
     BackupVmaOutput *out;
     OutputKind kind;
@@ -208,6 +217,7 @@ BackupVmaOutput *backup_vma_output_open(const char *path,
     out->kind = kind;
     out->stall_timeout_ns = stall_timeout * NANOSECONDS_PER_SECOND;
     out->limit = queue_limit;
+    out->buffer_size = buffer_size;
     qemu_mutex_init(&out->lock);
     qemu_cond_init(&out->cond);
     QSIMPLEQ_INIT(&out->queue);
@@ -226,11 +236,44 @@ static void output_unref(BackupVmaOutput *out)
         g_free(c->data);
         g_free(c);
     }
+    g_slist_free_full(out->spare, g_free);
     close(out->fd);
     event_notifier_cleanup(&out->wakeup);
     qemu_cond_destroy(&out->cond);
     qemu_mutex_destroy(&out->lock);
     g_free(out);
+}
+
+/* Buffers; called with @lock held */
+
+static void *output_alloc_locked(BackupVmaOutput *out, size_t len,
+                                 bool *recycle)
+{
+    void *buf;
+
+    *recycle = len <= out->buffer_size;
+    if (!*recycle) {
+        return g_malloc(len);
+    }
+    if (!out->spare) {
+        return g_malloc(out->buffer_size);
+    }
+    buf = out->spare->data;
+    out->spare = g_slist_delete_link(out->spare, out->spare);
+    out->n_spare--;
+    return buf;
+}
+
+/* @c is written or dropped: keep its buffer for reuse or free it */
+static void output_chunk_free_locked(BackupVmaOutput *out, OutputChunk *c)
+{
+    if (c->recycle && out->n_spare < out->limit / out->buffer_size) {
+        out->spare = g_slist_prepend(out->spare, c->data);
+        out->n_spare++;
+    } else {
+        g_free(c->data);
+    }
+    g_free(c);
 }
 
 /* Waking producers; called with @lock held */
@@ -399,8 +442,7 @@ static void *output_thread(void *opaque)
 
         qemu_mutex_lock(&out->lock);
         out->queued -= c->len;
-        g_free(c->data);
-        g_free(c);
+        output_chunk_free_locked(out, c);
         if (ret < 0) {
             output_set_error_locked(out, ret);
         } else if (out->queued < out->limit) {
@@ -494,32 +536,38 @@ int backup_vma_output_append(BackupVmaOutput *out, const void *buf,
     }
     c = g_new0(OutputChunk, 1);
     c->capacity = MAX(len, len < OUTPUT_GATHER_SIZE / 16 ?
-                           OUTPUT_GATHER_SIZE : 0);
-    c->data = g_malloc(c->capacity);
+                           MIN(OUTPUT_GATHER_SIZE, out->buffer_size) : 0);
+    c->data = output_alloc_locked(out, c->capacity, &c->recycle);
     memcpy(c->data, buf, len);
     c->len = len;
     if (output_append_locked(out, c) < 0) {
-        g_free(c->data);
-        g_free(c);
+        output_chunk_free_locked(out, c);
         return out->error ?: -EINVAL;
     }
     return 0;
 }
 
+void *backup_vma_output_alloc(BackupVmaOutput *out, size_t size)
+{
+    bool recycle;
+
+    QEMU_LOCK_GUARD(&out->lock);
+    return output_alloc_locked(out, size, &recycle);
+}
+
 int backup_vma_output_append_owned(BackupVmaOutput *out, void *buf,
-                                   size_t len)
+                                   size_t len, size_t size)
 {
     OutputChunk *c = g_new0(OutputChunk, 1);
     int ret;
 
     c->data = buf;
     c->len = len;
-    WITH_QEMU_LOCK_GUARD(&out->lock) {
-        ret = output_append_locked(out, c);
-    }
+    c->recycle = size <= out->buffer_size;
+    QEMU_LOCK_GUARD(&out->lock);
+    ret = output_append_locked(out, c);
     if (ret < 0) {
-        g_free(buf);
-        g_free(c);
+        output_chunk_free_locked(out, c);
     }
     return ret;
 }

@@ -70,6 +70,9 @@
 #define BACKUP_VMA_DEFAULT_STALL_TIMEOUT 300
 /* Archive bytes queued for the consumer before producers wait */
 #define BACKUP_VMA_QUEUE_LIMIT (16 * MiB)
+/* Output buffers reused: one extent of block-copy's largest request, 1 MiB */
+#define BACKUP_VMA_OUTPUT_BUFFER_SIZE \
+    VMA_EXTENT_PACK_SIZE(MiB / VMA_CLUSTER_SIZE)
 
 typedef struct BackupVmaState BackupVmaState;
 
@@ -1149,7 +1152,8 @@ UuidInfo *qmp_backup(const char *backup_file,
     output = backup_vma_output_open(backup_file,
                                     has_stall_timeout ? stall_timeout :
                                     BACKUP_VMA_DEFAULT_STALL_TIMEOUT,
-                                    BACKUP_VMA_QUEUE_LIMIT, errp);
+                                    BACKUP_VMA_QUEUE_LIMIT,
+                                    BACKUP_VMA_OUTPUT_BUFFER_SIZE, errp);
     if (!output) {
         goto fail;
     }

@@ -25,11 +25,13 @@ typedef struct BackupVmaOutput BackupVmaOutput;
 /*
  * Open @path (see backup-file in qapi/backup.json).  The output fails when
  * the consumer takes no byte for @stall_timeout seconds (0: never);
- * producers wait while more than @queue_limit bytes are queued.
+ * producers wait while more than @queue_limit bytes are queued.  Buffers
+ * of up to @buffer_size bytes are reused once written.
  */
 BackupVmaOutput *backup_vma_output_open(const char *path,
                                         uint32_t stall_timeout,
-                                        size_t queue_limit, Error **errp);
+                                        size_t queue_limit,
+                                        size_t buffer_size, Error **errp);
 /* Let the thread write: before this, nothing leaves QEMU */
 void backup_vma_output_arm(BackupVmaOutput *out);
 /* Yield while the queue is full; returns 0 or the output's error */
@@ -37,9 +39,17 @@ int coroutine_fn backup_vma_output_wait_room(BackupVmaOutput *out);
 /* Queue a copy of @buf; never waits.  Returns 0 or a negative errno. */
 int backup_vma_output_append(BackupVmaOutput *out, const void *buf,
                              size_t len);
-/* Queue @buf (g_malloc'ed), which the output frees */
+/*
+ * A buffer of @size bytes for backup_vma_output_append_owned(): one written
+ * before if @size is at most the output's buffer size.  Any thread.
+ */
+void *backup_vma_output_alloc(BackupVmaOutput *out, size_t size);
+/*
+ * Queue @len bytes of @buf, from backup_vma_output_alloc(@size), which the
+ * output then owns (and frees or reuses).  Returns 0 or a negative errno.
+ */
 int backup_vma_output_append_owned(BackupVmaOutput *out, void *buf,
-                                   size_t len);
+                                   size_t len, size_t size);
 /* While drained, producers may overfill the queue instead of waiting */
 void backup_vma_output_drain_begin(BackupVmaOutput *out);
 void backup_vma_output_drain_end(BackupVmaOutput *out);
