@@ -137,6 +137,12 @@ def proc_status(pid, key):
     raise KeyError(key)
 
 
+def proc_minflt(pid):
+    """Minor page faults of a process so far"""
+    with open(f'/proc/{pid}/stat') as f:
+        return int(f.read().rsplit(')', 1)[1].split()[7])
+
+
 def proc_cpu(pid, tid=None):
     """User + system CPU seconds of a process (all its threads) or of one
     of its threads"""
@@ -307,7 +313,7 @@ class VM:
 
 
 def run_timed(args):
-    """Run a command: (seconds, CPU seconds)"""
+    """Run a command: (seconds, CPU seconds, minor page faults)"""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
@@ -321,7 +327,7 @@ def run_timed(args):
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime -
                                                  before.ru_stime)
-    return t, cpu
+    return t, cpu, after.ru_minflt - before.ru_minflt
 
 
 def vma(*args):
@@ -509,14 +515,15 @@ class Bench:
         GUARD.ensure_room(allocated(image) + 256 * MiB)
         vm = VM(self.dir, image, fmt)
         try:
-            cpu0 = proc_cpu(vm.pid)
+            cpu0, faults0 = proc_cpu(vm.pid), proc_minflt(vm.pid)
             rss = RssSampler(vm.pid)
             t, st = vm.backup(self.archive, **kwargs)
             rss.stop()
             cpu = proc_cpu(vm.pid) - cpu0
+            faults = proc_minflt(vm.pid) - faults0
         finally:
             vm.shutdown()
-        res = {'t': t, 'cpu': cpu, 'rss': rss, 'st': st,
+        res = {'t': t, 'cpu': cpu, 'faults': faults, 'rss': rss, 'st': st,
                'size': os.path.getsize(self.archive),
                'alloc': allocated(self.archive)}
         if verify:
@@ -532,15 +539,16 @@ class Bench:
         try:
             vm.add_target(self.target, vm.cmd('query-block')[0]
                           ['inserted']['image']['virtual-size'], target_fmt)
-            cpu0 = proc_cpu(vm.pid)
+            cpu0, faults0 = proc_cpu(vm.pid), proc_minflt(vm.pid)
             rss = RssSampler(vm.pid)
             t = vm.blockdev_backup()
             rss.stop()
             cpu = proc_cpu(vm.pid) - cpu0
+            faults = proc_minflt(vm.pid) - faults0
             vm.del_target()
         finally:
             vm.shutdown()
-        res = {'t': t, 'cpu': cpu, 'rss': rss,
+        res = {'t': t, 'cpu': cpu, 'faults': faults, 'rss': rss,
                'size': os.path.getsize(self.target),
                'alloc': allocated(self.target)}
         if verify and fmt == target_fmt == 'raw' and \
@@ -552,9 +560,10 @@ class Bench:
     def m_convert(self, image, fmt='raw'):
         rm(self.copy)
         GUARD.ensure_room(allocated(image) + 256 * MiB)
-        t, cpu = run_timed([QEMU_IMG, 'convert', '-f', fmt, '-O', 'raw',
-                            image, self.copy])
-        res = {'t': t, 'cpu': cpu, 'size': os.path.getsize(self.copy),
+        t, cpu, faults = run_timed([QEMU_IMG, 'convert', '-f', fmt, '-O',
+                                    'raw', image, self.copy])
+        res = {'t': t, 'cpu': cpu, 'faults': faults,
+               'size': os.path.getsize(self.copy),
                'alloc': allocated(self.copy)}
         rm(self.copy)
         return res
@@ -566,7 +575,8 @@ class Bench:
             log(f'  round {rnd + 1}/{self.repeat}: {", ".join(order)}')
             for name in order:
                 r = methods[name](image, fmt, rnd == 0)
-                log(f'    {name}: {r["t"]:.3f} s, cpu {r["cpu"]:.2f} s')
+                log(f'    {name}: {r["t"]:.3f} s, cpu {r["cpu"]:.2f} s, '
+                    f'{r.get("faults", 0):,} page faults')
                 results[name].append(r)
         return results
 
@@ -597,13 +607,16 @@ class Bench:
                'target on tmpfs, idle guest; median of '
                f'{self.repeat} rounds (orders alternate)', '',
                '| method | time | throughput | QEMU / qemu-img CPU | '
-               'output size |',
-               '|---|---|---|---|---|']
+               'minor page faults, median (min-max) | output size |',
+               '|---|---|---|---|---|---|']
         for name, rs in res.items():
             t = median([r['t'] for r in rs])
             cpu = median([r['cpu'] for r in rs])
+            faults = [r['faults'] for r in rs]
             out.append(f'| {name} | {fmt_s(t)} | {gib / t:.2f} GiB/s | '
-                       f'{cpu:.2f} s | {rs[0]["size"] / MiB:.0f} MiB |')
+                       f'{cpu:.2f} s | {median(faults):,.0f} '
+                       f'({min(faults):,}-{max(faults):,}) | '
+                       f'{rs[0]["size"] / MiB:.0f} MiB |')
         out.append('')
         out.append('| ratio (median of per-round ratios, min-max) | value |')
         out.append('|---|---|')
