@@ -62,7 +62,7 @@ targets=()
 if [ "${QEMU_CLANG_BUILD:-series}" != full ]; then
     mapfile -t targets < <(ninja -C "$BUILD" -t targets all 2>/dev/null |
         grep -oE '^[^:]+\.c\.o' | sort -u |
-        grep -E 'block_backup-vma|block_vma|_block_backup\.c|block_copy-before-write|[/_]job\.c|block_snapshot\.c|backup-hmp-cmds|migration_migration\.c|tools_vma_')
+        grep -E 'block_backup-vma|block_vma|_block_backup\.c|block_block-copy\.c|block_copy-before-write|[/_]job\.c|block_snapshot\.c|backup-hmp-cmds|migration_migration\.c|tools_vma_')
     [ ${#targets[@]} -gt 20 ] || { say "found only ${#targets[@]} objects of the series to build"; exit 1; }
 fi
 say "ninja -C $BUILD ${targets[*]:+(${#targets[@]} objects of the series)} (log: $LOG)"
