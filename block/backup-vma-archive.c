@@ -3,11 +3,12 @@
  *
  * One object per backup: the format writer, the output, progress and the
  * first error.  Producers (the disks' sink nodes, in their AioContexts)
- * write at the same time: each packs its extents (zero detection and the
- * copy of the data) without any lock, and takes @lock only to let the
- * writer check and record the clusters and to queue the finished extent.
- * Nothing under @lock waits: the output's queue takes the bytes at once,
- * and producers wait for room in it before they take the lock.
+ * write at the same time: each packs its extents (zero detection, and the
+ * copy of the data unless the output borrows it) without any lock, and
+ * takes @lock only to let the writer check and record the clusters and to
+ * queue the finished extent.  Nothing under @lock waits: the output's queue
+ * takes the bytes at once, and producers wait for room in it, or for the
+ * end of a loan, without the lock.
  *
  * Copyright (c) the VMA backup authors
  *
@@ -248,12 +249,11 @@ const char *backup_vma_archive_get_error(BackupVmaArchive *a)
 
 /* Writing */
 
-/* Pack @len bytes of @buf as one extent and queue it */
-static int coroutine_fn archive_queue_extent(BackupVmaArchive *a,
-                                             uint8_t dev_id, uint64_t cluster,
-                                             const uint8_t *buf, size_t len,
-                                             VmaPackedExtent *p,
-                                             GError **errp)
+/* Pack @len bytes of @buf as one extent, copied, and queue it */
+static int archive_queue_extent_copy(BackupVmaArchive *a, uint8_t dev_id,
+                                     uint64_t cluster, const uint8_t *buf,
+                                     size_t len, VmaPackedExtent *p,
+                                     GError **errp)
 {
     size_t size = VMA_EXTENT_PACK_SIZE(DIV_ROUND_UP(len, VMA_CLUSTER_SIZE));
     uint8_t *extent = backup_vma_output_alloc(a->output, size);
@@ -267,8 +267,99 @@ static int coroutine_fn archive_queue_extent(BackupVmaArchive *a,
             extent = NULL;
         }
     }
-    g_free(extent);
+    backup_vma_output_free(a->output, extent, size);
     return ret;
+}
+
+/* Padding of the disk's last block when it is shorter than 4 KiB */
+static const uint8_t archive_zero_block[VMA_BLOCK_SIZE];
+
+/*
+ * The extent's data as pieces of @buf: the @n blocks at the offsets in
+ * @blocks, runs of adjacent blocks in one entry each.  @iov has room for
+ * ARCHIVE_EXTENT_MAX_IOV entries.
+ */
+#define ARCHIVE_EXTENT_MAX_IOV \
+    (VMA_WRITER_EXTENT_CLUSTERS * VMA_BLOCKS_PER_CLUSTER / 2 + 1)
+
+static unsigned archive_extent_iov(const uint8_t *buf, size_t len,
+                                   const size_t *blocks, unsigned n,
+                                   struct iovec *iov)
+{
+    unsigned niov = 0;
+
+    for (unsigned i = 0; i < n; i++) {
+        const uint8_t *block = buf + blocks[i];
+        size_t blen = MIN(VMA_BLOCK_SIZE, len - blocks[i]);
+        struct iovec *last = niov ? &iov[niov - 1] : NULL;
+
+        if (last && (uint8_t *)last->iov_base + last->iov_len == block) {
+            last->iov_len += blen;
+        } else {
+            iov[niov++] = (struct iovec) { .iov_base = (void *)block,
+                                           .iov_len = blen };
+        }
+        if (blen < VMA_BLOCK_SIZE) {
+            iov[niov++] = (struct iovec) {
+                .iov_base = (void *)archive_zero_block,
+                .iov_len = VMA_BLOCK_SIZE - blen,
+            };
+        }
+    }
+    assert(niov <= ARCHIVE_EXTENT_MAX_IOV);
+    return niov;
+}
+
+/*
+ * Queue @len bytes of @buf as one extent, its data lent to the output
+ * (no copy): returns once the output is done with @buf
+ */
+static int coroutine_fn archive_queue_extent_lent(BackupVmaArchive *a,
+                                                  uint8_t dev_id,
+                                                  uint64_t cluster,
+                                                  const uint8_t *buf,
+                                                  size_t len,
+                                                  VmaPackedExtent *p,
+                                                  GError **errp)
+{
+    uint8_t header[VMA_EXTENT_HEADER_SIZE];
+    size_t blocks[VMA_WRITER_EXTENT_CLUSTERS * VMA_BLOCKS_PER_CLUSTER];
+    struct iovec iov[ARCHIVE_EXTENT_MAX_IOV];
+    BackupVmaOutputLoan loan;
+    unsigned stored, niov;
+    int ret = -EIO;
+
+    stored = vma_extent_pack_header(a->uuid, dev_id, cluster, buf, len,
+                                    header, blocks, p);
+    niov = archive_extent_iov(buf, len, blocks, stored, iov);
+    WITH_QEMU_LOCK_GUARD(&a->lock) {
+        if (!vma_writer_commit_extent(a->writer, p, errp)) {
+            return -EIO;
+        }
+        ret = backup_vma_output_append_lent(a->output, header,
+                                            sizeof(header), iov, niov,
+                                            &loan);
+    }
+    backup_vma_output_wait_loan(a->output, &loan);
+    return ret;
+}
+
+/*
+ * Queue @len bytes of @buf as one extent: lent to the output while it
+ * keeps up (the cheapest: no copy), else copied so that the producer is
+ * free at once.  Either way packing happens under no lock.
+ */
+static int coroutine_fn archive_queue_extent(BackupVmaArchive *a,
+                                             uint8_t dev_id, uint64_t cluster,
+                                             const uint8_t *buf, size_t len,
+                                             VmaPackedExtent *p,
+                                             GError **errp)
+{
+    if (backup_vma_output_may_lend(a->output, VMA_EXTENT_HEADER_SIZE + len)) {
+        return archive_queue_extent_lent(a, dev_id, cluster, buf, len, p,
+                                         errp);
+    }
+    return archive_queue_extent_copy(a, dev_id, cluster, buf, len, p, errp);
 }
 
 /* Store @bytes of @buf as extents; packing happens under no lock */

@@ -20,10 +20,22 @@
  *   fails emits no byte, even if a guest write already queued some.
  * - backup_vma_output_finish() waits until everything is written and, for
  *   regular files and block devices, fdatasync()ed.
- * - Buffers of up to the output's buffer size are recycled once written
- *   (backup_vma_output_alloc()): a buffer that was used before costs no page
- *   faults, where a new one costs one per 4 KiB, and in a VM whose freed
- *   memory goes back to the host, a fault can cost as much as the copy.
+ * - A producer may lend its data instead of having it copied
+ *   (backup_vma_output_append_lent()): the thread writes it from the
+ *   producer's buffer, and the loan ends once it is written.  The output
+ *   only borrows while its queue is short (so the producer waits about as
+ *   long as for room) and never while drained: a drain copies every lent
+ *   buffer and ends its loan, so no drain waits for the consumer.  The
+ *   buffer being written to a pipe or socket is copied by the thread
+ *   between two non-blocking writes; one being written to a file is copied
+ *   at once and its bytes written again, in case the producer changed them
+ *   while the write that may hang read them.
+ * - Buffers of up to the output's buffer size are recycled once written: a
+ *   buffer that was used before costs no page faults, where a new one costs
+ *   one per 4 KiB, and in a VM whose freed memory goes back to the host, a
+ *   fault can cost as much as the copy.  They are mapped, not malloc()ed,
+ *   so that they go back to the system with the output, whatever malloc's
+ *   heuristics.
  *
  * A descriptor passed by the user (getfd, add-fd) keeps its file status
  * flags: a pipe or FIFO is reopened through /proc/self/fd to get an open
@@ -39,9 +51,13 @@
 
 #include "qemu/osdep.h"
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include "qapi/error.h"
 #include "qemu/cutils.h"
+#include "qemu/error-report.h"
+#include "qemu/iov.h"
 #include "qemu/event_notifier.h"
 #include "qemu/queue.h"
 #include "qemu/thread.h"
@@ -54,6 +70,12 @@
 /* Small appends are gathered into chunks of this size, for this long */
 #define OUTPUT_GATHER_SIZE (1 * MiB)
 #define OUTPUT_GATHER_MS 10
+/*
+ * The output borrows only while the consumer keeps up: at most this part
+ * of its limit queued, and no write taking longer than this
+ */
+#define OUTPUT_LEND_QUEUE_FRACTION 4
+#define OUTPUT_LEND_SLOW_WRITE_NS (20 * SCALE_MS)
 
 typedef enum OutputKind {
     OUTPUT_FILE,        /* regular file or block device: blocking, synced */
@@ -61,13 +83,20 @@ typedef enum OutputKind {
     OUTPUT_SOCKET,      /* send() with MSG_DONTWAIT */
 } OutputKind;
 
+/* Bytes to write; the fields other than @next are protected by @lock */
 typedef struct OutputChunk {
     QSIMPLEQ_ENTRY(OutputChunk) next;
     uint64_t offset;    /* OUTPUT_FILE: where it goes */
-    uint8_t *data;
-    size_t len;         /* bytes to write */
-    size_t capacity;    /* room for gathering, 0 for an adopted buffer */
+    uint8_t *data;      /* the bytes the output owns, written first */
+    size_t own_len;     /* of @data */
+    size_t len;         /* all bytes to write: @data's and the lent ones */
+    size_t capacity;    /* room in @data for gathering, 0 otherwise */
     bool recycle;       /* @data is a buffer of the output's buffer size */
+    /* A lent chunk: the producer's bytes after @data, until @loan ends */
+    struct iovec *lent;
+    unsigned n_lent;
+    BackupVmaOutputLoan *loan;
+    bool recall;        /* end the loan before the next write (pipes) */
 } OutputChunk;
 
 struct BackupVmaOutput {
@@ -82,7 +111,10 @@ struct BackupVmaOutput {
     QemuCond cond;              /* the thread waits for work */
     /* Protected by @lock: */
     QSIMPLEQ_HEAD(, OutputChunk) queue;
-    size_t queued;              /* bytes in @queue */
+    OutputChunk *writing;       /* taken off @queue by the thread */
+    int64_t write_start_ns;     /* of the thread's write syscall, or 0 */
+    bool congested;             /* the consumer took less than offered */
+    size_t queued;              /* bytes in @queue and @writing */
     size_t limit;               /* producers wait above this */
     size_t buffer_size;         /* of the recycled buffers */
     GSList *spare;              /* written buffers of @buffer_size */
@@ -225,6 +257,9 @@ BackupVmaOutput *backup_vma_output_open(const char *path,
     return out;
 }
 
+static void output_chunk_free_locked(BackupVmaOutput *out, OutputChunk *c);
+static void output_buffer_free(BackupVmaOutput *out, void *buf, bool recycle);
+
 static void output_unref(BackupVmaOutput *out)
 {
     OutputChunk *c, *next;
@@ -232,11 +267,14 @@ static void output_unref(BackupVmaOutput *out)
     if (qatomic_fetch_dec(&out->refcnt) > 1) {
         return;
     }
+    /* The last reference: no other thread left to take @lock */
     QSIMPLEQ_FOREACH_SAFE(c, &out->queue, next, next) {
-        g_free(c->data);
-        g_free(c);
+        output_chunk_free_locked(out, c);
     }
-    g_slist_free_full(out->spare, g_free);
+    for (GSList *l = out->spare; l; l = l->next) {
+        output_buffer_free(out, l->data, true);
+    }
+    g_slist_free(out->spare);
     close(out->fd);
     event_notifier_cleanup(&out->wakeup);
     qemu_cond_destroy(&out->cond);
@@ -244,8 +282,23 @@ static void output_unref(BackupVmaOutput *out)
     g_free(out);
 }
 
-/* Buffers; called with @lock held */
+/* Buffers */
 
+/* A buffer of @out->buffer_size bytes, mapped (see the top of the file) */
+static void *output_buffer_map(BackupVmaOutput *out)
+{
+    void *buf = mmap(NULL, out->buffer_size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    if (buf == MAP_FAILED) {
+        error_report("backup: cannot map %zu bytes for the archive output: "
+                     "%s", out->buffer_size, strerror(errno));
+        abort();
+    }
+    return buf;
+}
+
+/* Called with @lock held */
 static void *output_alloc_locked(BackupVmaOutput *out, size_t len,
                                  bool *recycle)
 {
@@ -256,7 +309,7 @@ static void *output_alloc_locked(BackupVmaOutput *out, size_t len,
         return g_malloc(len);
     }
     if (!out->spare) {
-        return g_malloc(out->buffer_size);
+        return output_buffer_map(out);
     }
     buf = out->spare->data;
     out->spare = g_slist_delete_link(out->spare, out->spare);
@@ -264,16 +317,89 @@ static void *output_alloc_locked(BackupVmaOutput *out, size_t len,
     return buf;
 }
 
-/* @c is written or dropped: keep its buffer for reuse or free it */
-static void output_chunk_free_locked(BackupVmaOutput *out, OutputChunk *c)
+/* Keep @buf for reuse or free it; with @lock held, unless unreferenced */
+static void output_buffer_free(BackupVmaOutput *out, void *buf, bool recycle)
 {
-    if (c->recycle && out->n_spare < out->limit / out->buffer_size) {
-        out->spare = g_slist_prepend(out->spare, c->data);
+    if (!recycle) {
+        g_free(buf);
+    } else if (out->n_spare < out->limit / out->buffer_size &&
+               qatomic_read(&out->refcnt) > 0) {
+        out->spare = g_slist_prepend(out->spare, buf);
         out->n_spare++;
     } else {
-        g_free(c->data);
+        munmap(buf, out->buffer_size);
     }
+}
+
+/* Loans; called with @lock held */
+
+static void output_wake(Coroutine *co);
+
+/* The producer may have its lent buffer back */
+static void output_end_loan_locked(OutputChunk *c)
+{
+    BackupVmaOutputLoan *loan = c->loan;
+
+    if (loan) {
+        c->loan = NULL;
+        loan->ended = true;
+        if (loan->co) {
+            output_wake(loan->co);
+        }
+    }
+}
+
+/* Copy the lent bytes of @c into a buffer of the output's and end the loan */
+static void output_chunk_copy_lent_locked(BackupVmaOutput *out,
+                                          OutputChunk *c)
+{
+    bool recycle;
+    uint8_t *data = output_alloc_locked(out, c->len, &recycle);
+
+    memcpy(data, c->data, c->own_len);
+    iov_to_buf(c->lent, c->n_lent, 0, data + c->own_len, c->len - c->own_len);
+    output_buffer_free(out, c->data, c->recycle);
+    c->data = data;
+    c->recycle = recycle;
+    c->own_len = c->len;
+    g_free(c->lent);
+    c->lent = NULL;
+    c->n_lent = 0;
+    c->recall = false;
+    output_end_loan_locked(c);
+}
+
+/* @c is written or dropped */
+static void output_chunk_free_locked(BackupVmaOutput *out, OutputChunk *c)
+{
+    output_end_loan_locked(c);
+    output_buffer_free(out, c->data, c->recycle);
+    g_free(c->lent);
     g_free(c);
+}
+
+/*
+ * Copy every lent buffer (a drain): at once, except the one being written
+ * to a pipe or socket, which the thread copies before its next write
+ */
+static void output_recall_loans_locked(BackupVmaOutput *out)
+{
+    OutputChunk *c;
+
+    QSIMPLEQ_FOREACH(c, &out->queue, next) {
+        if (c->loan) {
+            output_chunk_copy_lent_locked(out, c);
+        }
+    }
+    c = out->writing;
+    if (c && c->loan) {
+        if (out->kind == OUTPUT_FILE) {
+            output_chunk_copy_lent_locked(out, c);
+        } else {
+            c->recall = true;
+            event_notifier_set(&out->wakeup);
+        }
+    }
 }
 
 /* Waking producers; called with @lock held */
@@ -301,11 +427,25 @@ static void output_wake_waiters_locked(BackupVmaOutput *out)
 
 static void output_set_error_locked(BackupVmaOutput *out, int error)
 {
+    OutputChunk *c;
+
     if (out->all_written) {
         return;     /* too late: the archive is whole (maybe syncing) */
     }
     if (!out->error) {
         out->error = error;
+    }
+    /*
+     * Nothing more is written: loans end, except that of a buffer being
+     * written to a pipe or socket, which the thread ends after that
+     * non-blocking write.  A write to a file may hang: its loan ends now,
+     * and whatever the write then reads goes into a file truncated after.
+     */
+    QSIMPLEQ_FOREACH(c, &out->queue, next) {
+        output_end_loan_locked(c);
+    }
+    if (out->writing && out->kind == OUTPUT_FILE) {
+        output_end_loan_locked(out->writing);
     }
     output_wake_waiters_locked(out);
     qemu_cond_signal(&out->cond);
@@ -339,50 +479,99 @@ static int output_wait_writable(BackupVmaOutput *out, int64_t progress_ns)
         return errno == EINTR ? 0 : -errno;
     }
     if (fds[1].revents) {
-        return -ECANCELED;
+        /* A failure or a recalled loan: the caller looks which */
+        event_notifier_test_and_clear(&out->wakeup);
     }
     return 0;
 }
 
-static ssize_t output_write_some(BackupVmaOutput *out, const uint8_t *buf,
-                                 size_t len, uint64_t offset)
+static ssize_t output_write_iov(BackupVmaOutput *out,
+                                const struct iovec *iov, unsigned niov,
+                                uint64_t offset)
 {
+    struct msghdr msg = {
+        .msg_iov = (struct iovec *)iov,
+        .msg_iovlen = niov,
+    };
+
     switch (out->kind) {
     case OUTPUT_SOCKET:
-        return send(out->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        return sendmsg(out->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
     case OUTPUT_FILE:
-        return pwrite(out->fd, buf, len, offset);
+        return pwritev(out->fd, iov, niov, offset);
     default:
-        return write(out->fd, buf, len);
+        return writev(out->fd, iov, niov);
     }
 }
 
-/* Write all of @c; the thread alone does this, without @lock */
-static int output_write_chunk(BackupVmaOutput *out, OutputChunk *c)
+/*
+ * Write all of @c; the thread alone does this, taking @lock around each
+ * write to see what @c holds now.  @all and @iov have room for IOV_MAX
+ * entries.
+ */
+static int output_write_chunk(BackupVmaOutput *out, OutputChunk *c,
+                              struct iovec *all, struct iovec *iov)
 {
     int64_t progress_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
     size_t done = 0;
 
     while (done < c->len) {
+        unsigned niov;
+        bool lent;
         ssize_t n;
-        int ret;
+        int err, ret;
 
-        if (qatomic_read(&out->error)) {
-            return qatomic_read(&out->error);
+        qemu_mutex_lock(&out->lock);
+        if (out->error) {
+            qemu_mutex_unlock(&out->lock);
+            return out->error;
         }
-        n = output_write_some(out, c->data + done, c->len - done,
-                              c->offset + done);
+        if (c->recall) {
+            output_chunk_copy_lent_locked(out, c);
+        }
+        lent = c->loan != NULL;
+        all[0] = (struct iovec) { .iov_base = c->data,
+                                  .iov_len = c->own_len };
+        memcpy(all + 1, c->lent, c->n_lent * sizeof(*all));
+        niov = iov_copy(iov, IOV_MAX, all, c->n_lent + 1, done,
+                        c->len - done);
+        out->write_start_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+        qemu_mutex_unlock(&out->lock);
+
+        n = output_write_iov(out, iov, niov, c->offset + done);
+        err = n < 0 ? errno : 0;
+
+        qemu_mutex_lock(&out->lock);
+        out->write_start_ns = 0;
+        if (lent && !c->loan) {
+            /*
+             * The bytes were copied during the write (a drain or a slow
+             * write), and their owner may have changed them since: write
+             * them again from the copy.  Only a file is ever copied under
+             * a write.
+             */
+            qemu_mutex_unlock(&out->lock);
+            continue;
+        }
+        if (err == EAGAIN || err == EWOULDBLOCK ||
+            (n >= 0 && n < c->len - done)) {
+            /* The consumer takes less than we offer: copy, not lend */
+            out->congested = true;
+            output_recall_loans_locked(out);
+        }
+        qemu_mutex_unlock(&out->lock);
+
         if (n > 0) {
             done += n;
             progress_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
             qatomic_add(&out->written, n);
             continue;
         }
-        if (n < 0 && errno == EINTR) {
+        if (err == EINTR) {
             continue;
         }
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            return -errno;
+        if (err && err != EAGAIN && err != EWOULDBLOCK) {
+            return -err;
         }
         if (n == 0) {
             return -ENOSPC;
@@ -408,6 +597,8 @@ static void output_finish_locked(BackupVmaOutput *out)
 static void *output_thread(void *opaque)
 {
     BackupVmaOutput *out = opaque;
+    g_autofree struct iovec *all = g_new(struct iovec, IOV_MAX);
+    g_autofree struct iovec *iov = g_new(struct iovec, IOV_MAX);
     OutputChunk *c;
     bool gathered = false;
     int ret;
@@ -415,6 +606,7 @@ static void *output_thread(void *opaque)
     qemu_mutex_lock(&out->lock);
     while (!out->error) {
         if (!out->armed || QSIMPLEQ_EMPTY(&out->queue)) {
+            out->congested = false;     /* the consumer caught up */
             if (out->closing && out->armed) {
                 break;
             }
@@ -436,11 +628,13 @@ static void *output_thread(void *opaque)
         gathered = false;
         QSIMPLEQ_REMOVE_HEAD(&out->queue, next);
         /* A gathering chunk is full once it is being written */
+        out->writing = c;
         qemu_mutex_unlock(&out->lock);
 
-        ret = output_write_chunk(out, c);
+        ret = output_write_chunk(out, c, all, iov);
 
         qemu_mutex_lock(&out->lock);
+        out->writing = NULL;
         out->queued -= c->len;
         output_chunk_free_locked(out, c);
         if (ret < 0) {
@@ -530,6 +724,7 @@ int backup_vma_output_append(BackupVmaOutput *out, const void *buf,
         /* The thread never takes a chunk off the queue while we add to it */
         memcpy(tail->data + tail->len, buf, len);
         tail->len += len;
+        tail->own_len += len;
         out->queued += len;
         out->next_offset += len;
         return 0;
@@ -540,6 +735,7 @@ int backup_vma_output_append(BackupVmaOutput *out, const void *buf,
     c->data = output_alloc_locked(out, c->capacity, &c->recycle);
     memcpy(c->data, buf, len);
     c->len = len;
+    c->own_len = len;
     if (output_append_locked(out, c) < 0) {
         output_chunk_free_locked(out, c);
         return out->error ?: -EINVAL;
@@ -555,6 +751,14 @@ void *backup_vma_output_alloc(BackupVmaOutput *out, size_t size)
     return output_alloc_locked(out, size, &recycle);
 }
 
+void backup_vma_output_free(BackupVmaOutput *out, void *buf, size_t size)
+{
+    if (buf) {
+        QEMU_LOCK_GUARD(&out->lock);
+        output_buffer_free(out, buf, size <= out->buffer_size);
+    }
+}
+
 int backup_vma_output_append_owned(BackupVmaOutput *out, void *buf,
                                    size_t len, size_t size)
 {
@@ -563,6 +767,7 @@ int backup_vma_output_append_owned(BackupVmaOutput *out, void *buf,
 
     c->data = buf;
     c->len = len;
+    c->own_len = len;
     c->recycle = size <= out->buffer_size;
     QEMU_LOCK_GUARD(&out->lock);
     ret = output_append_locked(out, c);
@@ -572,11 +777,80 @@ int backup_vma_output_append_owned(BackupVmaOutput *out, void *buf,
     return ret;
 }
 
+/* Whether a chunk lent now would stay lent; see the top of the file */
+static bool output_may_lend_locked(BackupVmaOutput *out)
+{
+    return out->armed && !out->error && !qatomic_read(&out->drained);
+}
+
+bool backup_vma_output_may_lend(BackupVmaOutput *out, size_t len)
+{
+    int64_t now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+
+    QEMU_LOCK_GUARD(&out->lock);
+    if (out->write_start_ns &&
+        now - out->write_start_ns > OUTPUT_LEND_SLOW_WRITE_NS) {
+        /* A write that may hang: free the producers waiting behind it */
+        out->congested = true;
+        output_recall_loans_locked(out);
+    }
+    return output_may_lend_locked(out) && !out->congested &&
+           out->queued + len <= out->limit / OUTPUT_LEND_QUEUE_FRACTION;
+}
+
+int backup_vma_output_append_lent(BackupVmaOutput *out, const void *head,
+                                  size_t head_len, const struct iovec *iov,
+                                  unsigned niov, BackupVmaOutputLoan *loan)
+{
+    OutputChunk *c = g_new0(OutputChunk, 1);
+    size_t lent_len = iov_size(iov, niov);
+    int ret;
+
+    assert(niov < IOV_MAX);
+    *loan = (BackupVmaOutputLoan) { 0 };
+    c->len = head_len + lent_len;
+    QEMU_LOCK_GUARD(&out->lock);
+    if (output_may_lend_locked(out)) {
+        c->data = g_memdup2(head, head_len);
+        c->own_len = head_len;
+        c->lent = g_memdup2(iov, niov * sizeof(*iov));
+        c->n_lent = niov;
+        c->loan = loan;
+    } else {
+        /* Rare: a drain or failure came since backup_vma_output_may_lend() */
+        c->data = output_alloc_locked(out, c->len, &c->recycle);
+        memcpy(c->data, head, head_len);
+        iov_to_buf(iov, niov, 0, c->data + head_len, lent_len);
+        c->own_len = c->len;
+        loan->ended = true;
+    }
+    ret = output_append_locked(out, c);
+    if (ret < 0) {
+        output_chunk_free_locked(out, c);
+    }
+    return ret;
+}
+
+void coroutine_fn backup_vma_output_wait_loan(BackupVmaOutput *out,
+                                              BackupVmaOutputLoan *loan)
+{
+    qemu_mutex_lock(&out->lock);
+    if (loan->ended) {
+        qemu_mutex_unlock(&out->lock);
+        return;
+    }
+    loan->co = qemu_coroutine_self();
+    qemu_mutex_unlock(&out->lock);
+    /* Woken once, by whoever ends the loan */
+    qemu_coroutine_yield();
+}
+
 void backup_vma_output_drain_begin(BackupVmaOutput *out)
 {
     qatomic_inc(&out->drained);
     QEMU_LOCK_GUARD(&out->lock);
     output_wake_waiters_locked(out);
+    output_recall_loans_locked(out);
 }
 
 void backup_vma_output_drain_end(BackupVmaOutput *out)

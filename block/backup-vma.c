@@ -55,6 +55,9 @@
 #include "system/runstate.h"
 #include "block/backup-vma.h"
 #include "block/backup-vma-bitmaps.h"
+#if defined(CONFIG_MALLOC_TRIM)
+#include <malloc.h>
+#endif
 
 /*
  * Parallel 1 MiB copy requests per disk when the caller does not say.
@@ -213,6 +216,14 @@ static void backup_vma_free(BackupVmaState *s)
     g_free(s->final_bitmap);
     g_free(s->base_str);
     g_free(s);
+#if defined(CONFIG_MALLOC_TRIM)
+    /*
+     * The copy buffers (1 MiB each, several per disk) were freed with the
+     * jobs: hand the memory back, as the RCU thread does when it is idle,
+     * rather than keep tens of MiB in malloc's free lists until then
+     */
+    malloc_trim(4 * MiB);
+#endif
 }
 
 static void backup_vma_ref(BackupVmaState *s)

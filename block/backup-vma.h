@@ -44,12 +44,43 @@ int backup_vma_output_append(BackupVmaOutput *out, const void *buf,
  * before if @size is at most the output's buffer size.  Any thread.
  */
 void *backup_vma_output_alloc(BackupVmaOutput *out, size_t size);
+/* Give back @buf, from backup_vma_output_alloc(@size), unused; NULL is fine */
+void backup_vma_output_free(BackupVmaOutput *out, void *buf, size_t size);
 /*
  * Queue @len bytes of @buf, from backup_vma_output_alloc(@size), which the
  * output then owns (and frees or reuses).  Returns 0 or a negative errno.
  */
 int backup_vma_output_append_owned(BackupVmaOutput *out, void *buf,
                                    size_t len, size_t size);
+/*
+ * Lending data to the output instead of having it copied: the output
+ * writes it from the producer's memory, which must stay as it is until the
+ * loan has ended (backup_vma_output_wait_loan()).  The output ends the loan
+ * once the bytes are written, when it fails, and when a drain begins (it
+ * then copies them), so a loan never outlasts a drain.
+ */
+typedef struct BackupVmaOutputLoan {
+    Coroutine *co;      /* waiting for the end of the loan */
+    bool ended;         /* the producer has its memory back */
+} BackupVmaOutputLoan;
+
+/*
+ * Whether the output would borrow @len bytes now: its queue is short (the
+ * producer then waits for the write about as long as it would for room)
+ */
+bool backup_vma_output_may_lend(BackupVmaOutput *out, size_t len);
+/*
+ * Queue a copy of @head_len bytes of @head followed by the bytes of @iov
+ * (fewer than IOV_MAX entries), lent if the output still may borrow (else
+ * copied, and the loan has ended).  Returns 0 or a negative errno; on an
+ * error the loan has ended too.
+ */
+int backup_vma_output_append_lent(BackupVmaOutput *out, const void *head,
+                                  size_t head_len, const struct iovec *iov,
+                                  unsigned niov, BackupVmaOutputLoan *loan);
+/* Yield until @loan, from backup_vma_output_append_lent(), has ended */
+void coroutine_fn backup_vma_output_wait_loan(BackupVmaOutput *out,
+                                              BackupVmaOutputLoan *loan);
 /* While drained, producers may overfill the queue instead of waiting */
 void backup_vma_output_drain_begin(BackupVmaOutput *out);
 void backup_vma_output_drain_end(BackupVmaOutput *out);
