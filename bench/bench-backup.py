@@ -12,8 +12,12 @@ Parts (--parts, default all but analyze, in this order):
            qcow2 target and qemu-img convert
   idle     4 GiB disk full of random data, idle guest: backup,
            blockdev-backup (sync=full, raw file target added with
-           blockdev-add) and qemu-img convert -O raw; QEMU's peak extra
-           RSS (VmHWM after clear_refs, and sampled VmRSS) during each
+           blockdev-add), the same in QEMU without the series (STOCK_QEMU,
+           if built: scripts/qemu-build-stock.sh) and qemu-img convert -O
+           raw; the floor: dd of as many bytes from /dev/zero into a new
+           tmpfs file (the archive's writes alone, one thread, as every
+           method's target file takes them); QEMU's peak extra RSS (VmHWM
+           after clear_refs, and sampled VmRSS) during each
   workers  the same backup with max-workers 1, 2, 4, 16, 64 (WORKERS),
            beside qemu-img convert
   cbw      I/O per guest write during a backup held back (speed 1 B/s), on
@@ -50,7 +54,9 @@ Env:   QEMU_BUILD (default /var/tmp/vma-qemu/qemu/build; its ../python is
        build/vma next to bench/), BENCH_DIR (default a new directory under
        /dev/shm, removed at the end), REPEAT (default 5), SIZE_GIB (4),
        SPARSE_GIB (64), GUEST_WRITES (1024), CBW_WRITES (116), CBW_GIB (1),
-       MIN_FREE_GIB (4), HOLD_FREED_MS (60000)
+       MIN_FREE_GIB (4), HOLD_FREED_MS (60000), STOCK_QEMU (default
+       /var/tmp/vma-qemu/stock/build/qemu-system-x86_64 if it exists;
+       "none": leave stock blockdev-backup out)
 """
 
 import argparse
@@ -78,6 +84,10 @@ QEMU_PYTHON = os.environ.get('QEMU_PYTHON',
 VMA_BIN = os.path.abspath(os.environ.get(
     'VMA_BIN', os.path.join(HERE, '..', 'build', 'vma')))
 QEMU_SYSTEM = os.path.join(QEMU_BUILD, 'qemu-system-x86_64')
+STOCK_QEMU = os.environ.get(
+    'STOCK_QEMU', '/var/tmp/vma-qemu/stock/build/qemu-system-x86_64')
+if STOCK_QEMU == 'none' or not os.access(STOCK_QEMU, os.X_OK):
+    STOCK_QEMU = None
 QEMU_IMG = os.path.join(QEMU_BUILD, 'qemu-img')
 
 sys.path.insert(0, QEMU_PYTHON)
@@ -233,9 +243,10 @@ def hmp_io(cmd):
 class VM:
     """QEMU (qtest accelerator, q35) with one virtio-blk disk, node d0"""
 
-    def __init__(self, workdir, image, fmt='raw', iothread=False):
+    def __init__(self, workdir, image, fmt='raw', iothread=False,
+                 qemu=None):
         self.workdir = workdir
-        self.m = QEMUMachine(QEMU_SYSTEM,
+        self.m = QEMUMachine(qemu or QEMU_SYSTEM,
                              args=['-accel', 'qtest', '-nodefaults',
                                    '-display', 'none', '-M', 'q35'],
                              base_temp_dir=workdir)
@@ -532,10 +543,10 @@ class Bench:
         return res
 
     def m_blockdev_backup(self, image, fmt='raw', verify=False,
-                          target_fmt='raw'):
+                          target_fmt='raw', qemu=None):
         rm(self.target)
         GUARD.ensure_room(allocated(image) + 256 * MiB)
-        vm = VM(self.dir, image, fmt)
+        vm = VM(self.dir, image, fmt, qemu=qemu)
         try:
             vm.add_target(self.target, vm.cmd('query-block')[0]
                           ['inserted']['image']['virtual-size'], target_fmt)
@@ -562,6 +573,21 @@ class Bench:
         GUARD.ensure_room(allocated(image) + 256 * MiB)
         t, cpu, faults = run_timed([QEMU_IMG, 'convert', '-f', fmt, '-O',
                                     'raw', image, self.copy])
+        res = {'t': t, 'cpu': cpu, 'faults': faults,
+               'size': os.path.getsize(self.copy),
+               'alloc': allocated(self.copy)}
+        rm(self.copy)
+        return res
+
+    def m_write_floor(self, image, fmt='raw'):
+        """dd as many bytes as @image has from /dev/zero into a new file:
+        the writes alone, in one thread"""
+        rm(self.copy)
+        size = os.path.getsize(image)
+        GUARD.ensure_room(size + 256 * MiB)
+        t, cpu, faults = run_timed(['dd', 'if=/dev/zero', f'of={self.copy}',
+                                    'bs=1M', f'count={size // MiB}',
+                                    'status=none'])
         res = {'t': t, 'cpu': cpu, 'faults': faults,
                'size': os.path.getsize(self.copy),
                'alloc': allocated(self.copy)}
@@ -596,7 +622,12 @@ class Bench:
             'blockdev-backup': lambda i, f, first:
                 self.m_blockdev_backup(i, f, verify=first),
             'qemu-img convert': lambda i, f, first: self.m_convert(i, f),
+            'floor: dd into tmpfs': lambda i, f, first:
+                self.m_write_floor(i, f),
         }
+        if STOCK_QEMU:
+            methods['blockdev-backup, stock QEMU'] = lambda i, f, first: \
+                self.m_blockdev_backup(i, f, verify=first, qemu=STOCK_QEMU)
         res = self.compare(methods, image)
         self.raw['idle'] = res
         self.rss['backup'] = [r['rss'] for r in res['backup']]
@@ -623,10 +654,20 @@ class Bench:
         for a, b, what in (
                 ('backup', 'blockdev-backup',
                  'backup throughput / blockdev-backup throughput'),
+                ('backup', 'blockdev-backup, stock QEMU',
+                 'backup throughput / stock blockdev-backup throughput'),
                 ('backup', 'qemu-img convert',
                  'backup throughput / qemu-img convert throughput'),
                 ('blockdev-backup', 'qemu-img convert',
-                 'blockdev-backup throughput / qemu-img convert throughput')):
+                 'blockdev-backup throughput / qemu-img convert throughput'),
+                ('blockdev-backup', 'blockdev-backup, stock QEMU',
+                 'blockdev-backup throughput, with the series / stock'),
+                ('backup', 'floor: dd into tmpfs',
+                 'backup throughput / floor throughput'),
+                ('blockdev-backup', 'floor: dd into tmpfs',
+                 'blockdev-backup throughput / floor throughput')):
+            if a not in res or b not in res:
+                continue
             m, lo, hi = self.ratio(res, a, b)
             out.append(f'| {what} | {m:.2f}x ({lo:.2f}-{hi:.2f}) |')
         cpu_b = median([r['cpu'] for r in res['backup']])

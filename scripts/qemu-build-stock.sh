@@ -40,4 +40,13 @@ fi
 say "ninja qemu-system-x86_64 (log: $LOG)"
 ninja -C "$STOCK/build" qemu-system-x86_64 >>"$LOG" 2>&1 ||
     { tail -20 "$LOG" >&2; say "build failed"; exit 1; }
+# Firmware: QEMU run from a build dir looks in build/qemu-bundle's data
+# dir.  Link there what the patched build found (Debian's seabios and iPXE
+# ROMs, the option ROMs it built): the same QEMU version.
+datadir=$STOCK/build/qemu-bundle/usr/local/share/qemu
+mkdir -p "$datadir"
+for f in "$TREE"/build/qemu-bundle/usr/local/share/qemu/*.bin \
+         /usr/share/seabios/*.bin /usr/lib/ipxe/qemu/*.rom; do
+    [ -e "$f" ] && [ ! -e "$datadir/${f##*/}" ] && ln -s "$(readlink -f "$f")" "$datadir/${f##*/}"
+done
 echo "$STOCK/build/qemu-system-x86_64"
