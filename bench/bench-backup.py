@@ -14,9 +14,7 @@ Parts (--parts, default all but analyze, in this order):
            blockdev-backup (sync=full, raw file target added with
            blockdev-add), the same in QEMU without the series (STOCK_QEMU,
            if built: scripts/qemu-build-stock.sh) and qemu-img convert -O
-           raw; the floor: as many bytes written into a new tmpfs file
-           from one 1 MiB buffer (the target's writes alone, one thread:
-           a file takes one writer at a time); QEMU's peak extra RSS (VmHWM
+           raw; QEMU's peak extra RSS (VmHWM
            after clear_refs, and sampled VmRSS) during each
   workers  the same backup with max-workers 1, 2, 4, 16, 64 (WORKERS),
            beside qemu-img convert
@@ -341,17 +339,6 @@ def run_timed(args):
     return t, cpu, after.ru_minflt - before.ru_minflt
 
 
-# The floor of the idle benchmark: argv[1] written with argv[2] MiB
-WRITE_FLOOR = '''
-import os, sys
-buf = os.urandom(1 << 20)
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-for _ in range(int(sys.argv[2])):
-    os.write(fd, buf)
-os.close(fd)
-'''
-
-
 def vma(*args):
     return subprocess.run([VMA_BIN, *args], check=True, capture_output=True,
                           text=True).stdout
@@ -590,22 +577,6 @@ class Bench:
         rm(self.copy)
         return res
 
-    def m_write_floor(self, image, fmt='raw'):
-        """Write as many bytes as @image has into a new file, 1 MiB at a
-        time from one buffer of random bytes: the writes alone, one thread
-        (dd from /dev/zero is no floor here: its reads clear the buffer,
-        which cost as much as the writes on this machine)"""
-        rm(self.copy)
-        size = os.path.getsize(image)
-        GUARD.ensure_room(size + 256 * MiB)
-        t, cpu, faults = run_timed([sys.executable, '-c', WRITE_FLOOR,
-                                    self.copy, str(size // MiB)])
-        res = {'t': t, 'cpu': cpu, 'faults': faults,
-               'size': os.path.getsize(self.copy),
-               'alloc': allocated(self.copy)}
-        rm(self.copy)
-        return res
-
     def compare(self, methods, image, fmt='raw'):
         """Run @methods (name -> fn(image, fmt, first)) side by side"""
         results = {name: [] for name in methods}
@@ -634,8 +605,6 @@ class Bench:
             'blockdev-backup': lambda i, f, first:
                 self.m_blockdev_backup(i, f, verify=first),
             'qemu-img convert': lambda i, f, first: self.m_convert(i, f),
-            'floor: writes alone': lambda i, f, first:
-                self.m_write_floor(i, f),
         }
         if STOCK_QEMU:
             methods['blockdev-backup, stock QEMU'] = lambda i, f, first: \
@@ -673,11 +642,7 @@ class Bench:
                 ('blockdev-backup', 'qemu-img convert',
                  'blockdev-backup throughput / qemu-img convert throughput'),
                 ('blockdev-backup', 'blockdev-backup, stock QEMU',
-                 'blockdev-backup throughput, with the series / stock'),
-                ('backup', 'floor: writes alone',
-                 'backup throughput / floor throughput'),
-                ('blockdev-backup', 'floor: writes alone',
-                 'blockdev-backup throughput / floor throughput')):
+                 'blockdev-backup throughput, with the series / stock')):
             if a not in res or b not in res:
                 continue
             m, lo, hi = self.ratio(res, a, b)
