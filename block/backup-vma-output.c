@@ -23,13 +23,16 @@
  * - A producer may lend its data instead of having it copied
  *   (backup_vma_output_append_lent()): the thread writes it from the
  *   producer's buffer, and the loan ends once it is written.  The output
- *   only borrows while its queue is short (so the producer waits about as
- *   long as for room) and never while drained: a drain copies every lent
- *   buffer and ends its loan, so no drain waits for the consumer.  The
- *   buffer being written to a pipe or socket is copied by the thread
- *   between two non-blocking writes; one being written to a file is copied
- *   at once and its bytes written again, in case the producer changed them
- *   while the write that may hang read them.
+ *   only borrows while the consumer keeps up: a short queue, no write that
+ *   came back short (EAGAIN) since the queue was last empty, none taking
+ *   over 20 ms; a loan not over after 20 ms is ended by copying.  So a
+ *   producer waits about as long as it would for room, a guest write
+ *   never waits for a hung write.  A drain copies every lent buffer and
+ *   ends its loan, so no drain waits for the consumer.  The buffer being
+ *   written to a pipe or socket is copied by the thread between two
+ *   non-blocking writes; one being written to a file is copied at once and
+ *   its bytes written again, in case the producer changed them while the
+ *   write that may hang read them.
  * - Buffers of up to the output's buffer size are recycled once written: a
  *   buffer that was used before costs no page faults, where a new one costs
  *   one per 4 KiB, and in a VM whose freed memory goes back to the host, a
@@ -345,6 +348,7 @@ static void output_end_loan_locked(OutputChunk *c)
         loan->ended = true;
         if (loan->co) {
             output_wake(loan->co);
+            loan->co = NULL;    /* woken once */
         }
     }
 }
@@ -810,14 +814,17 @@ int backup_vma_output_append_lent(BackupVmaOutput *out, const void *head,
     *loan = (BackupVmaOutputLoan) { 0 };
     c->len = head_len + lent_len;
     QEMU_LOCK_GUARD(&out->lock);
-    if (output_may_lend_locked(out)) {
+    if (niov && output_may_lend_locked(out)) {
         c->data = g_memdup2(head, head_len);
         c->own_len = head_len;
         c->lent = g_memdup2(iov, niov * sizeof(*iov));
         c->n_lent = niov;
         c->loan = loan;
     } else {
-        /* Rare: a drain or failure came since backup_vma_output_may_lend() */
+        /*
+         * Nothing to lend (the extent's blocks are all zero), or, rarely,
+         * a drain or failure came since backup_vma_output_may_lend()
+         */
         c->data = output_alloc_locked(out, c->len, &c->recycle);
         memcpy(c->data, head, head_len);
         iov_to_buf(iov, niov, 0, c->data + head_len, lent_len);
@@ -831,18 +838,60 @@ int backup_vma_output_append_lent(BackupVmaOutput *out, const void *head,
     return ret;
 }
 
+/* A loan outlived OUTPUT_LEND_SLOW_WRITE_NS: wake its producer */
+static void output_loan_overdue(void *opaque)
+{
+    BackupVmaOutputLoan *loan = opaque;
+    Coroutine *co;
+
+    qemu_mutex_lock(&loan->out->lock);
+    co = loan->co;
+    loan->co = NULL;    /* so that the end of the loan does not wake it */
+    qemu_mutex_unlock(&loan->out->lock);
+    if (co) {
+        aio_co_wake(co);
+    }
+}
+
 void coroutine_fn backup_vma_output_wait_loan(BackupVmaOutput *out,
                                               BackupVmaOutputLoan *loan)
 {
+    QEMUTimer timer;
+
     qemu_mutex_lock(&out->lock);
     if (loan->ended) {
         qemu_mutex_unlock(&out->lock);
         return;
     }
+    /*
+     * Woken once: by whoever ends the loan, or by the timer if the write
+     * is slow (nobody else may come to notice: a guest write waiting here
+     * could otherwise wait for a hung write until cbw-timeout)
+     */
+    loan->out = out;
     loan->co = qemu_coroutine_self();
+    aio_timer_init(qemu_get_current_aio_context(), &timer,
+                   QEMU_CLOCK_REALTIME, SCALE_NS, output_loan_overdue, loan);
+    timer_mod(&timer, qemu_clock_get_ns(QEMU_CLOCK_REALTIME) +
+                      OUTPUT_LEND_SLOW_WRITE_NS);
     qemu_mutex_unlock(&out->lock);
-    /* Woken once, by whoever ends the loan */
     qemu_coroutine_yield();
+    timer_del(&timer);
+
+    qemu_mutex_lock(&out->lock);
+    if (!loan->ended) {
+        /* Overdue: copy rather than lend from now on, end the loans */
+        out->congested = true;
+        output_recall_loans_locked(out);
+    }
+    if (!loan->ended) {
+        /* Being written to a pipe: the thread copies it before its next */
+        loan->co = qemu_coroutine_self();
+        qemu_mutex_unlock(&out->lock);
+        qemu_coroutine_yield();
+        return;
+    }
+    qemu_mutex_unlock(&out->lock);
 }
 
 void backup_vma_output_drain_begin(BackupVmaOutput *out)

@@ -60,6 +60,7 @@ int backup_vma_output_append_owned(BackupVmaOutput *out, void *buf,
  * then copies them), so a loan never outlasts a drain.
  */
 typedef struct BackupVmaOutputLoan {
+    BackupVmaOutput *out;
     Coroutine *co;      /* waiting for the end of the loan */
     bool ended;         /* the producer has its memory back */
 } BackupVmaOutputLoan;
@@ -78,7 +79,12 @@ bool backup_vma_output_may_lend(BackupVmaOutput *out, size_t len);
 int backup_vma_output_append_lent(BackupVmaOutput *out, const void *head,
                                   size_t head_len, const struct iovec *iov,
                                   unsigned niov, BackupVmaOutputLoan *loan);
-/* Yield until @loan, from backup_vma_output_append_lent(), has ended */
+/*
+ * Yield until @loan, from backup_vma_output_append_lent(), has ended; a
+ * loan that is not over after a short while (a slow or hung write) is
+ * ended by copying, and the output copies rather than borrows until its
+ * queue has been empty again
+ */
 void coroutine_fn backup_vma_output_wait_loan(BackupVmaOutput *out,
                                               BackupVmaOutputLoan *loan);
 /* While drained, producers may overfill the queue instead of waiting */
