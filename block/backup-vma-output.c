@@ -406,6 +406,13 @@ static void output_recall_loans_locked(BackupVmaOutput *out)
     }
 }
 
+/* The consumer is behind: copy rather than lend until the queue empties */
+static void output_stop_lending_locked(BackupVmaOutput *out)
+{
+    out->congested = true;
+    output_recall_loans_locked(out);
+}
+
 /* Waking producers; called with @lock held */
 
 /*
@@ -559,9 +566,8 @@ static int output_write_chunk(BackupVmaOutput *out, OutputChunk *c,
         }
         if (err == EAGAIN || err == EWOULDBLOCK ||
             (n >= 0 && n < c->len - done)) {
-            /* The consumer takes less than we offer: copy, not lend */
-            out->congested = true;
-            output_recall_loans_locked(out);
+            /* The consumer takes less than we offer */
+            output_stop_lending_locked(out);
         }
         qemu_mutex_unlock(&out->lock);
 
@@ -795,8 +801,7 @@ bool backup_vma_output_may_lend(BackupVmaOutput *out, size_t len)
     if (out->write_start_ns &&
         now - out->write_start_ns > OUTPUT_LEND_SLOW_WRITE_NS) {
         /* A write that may hang: free the producers waiting behind it */
-        out->congested = true;
-        output_recall_loans_locked(out);
+        output_stop_lending_locked(out);
     }
     return output_may_lend_locked(out) && !out->congested &&
            out->queued + len <= out->limit / OUTPUT_LEND_QUEUE_FRACTION;
@@ -880,9 +885,8 @@ void coroutine_fn backup_vma_output_wait_loan(BackupVmaOutput *out,
 
     qemu_mutex_lock(&out->lock);
     if (!loan->ended) {
-        /* Overdue: copy rather than lend from now on, end the loans */
-        out->congested = true;
-        output_recall_loans_locked(out);
+        /* Overdue: the write is slow */
+        output_stop_lending_locked(out);
     }
     if (!loan->ended) {
         /* Being written to a pipe: the thread copies it before its next */
