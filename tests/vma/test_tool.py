@@ -1853,6 +1853,23 @@ class ReferenceOutput(ToolTest):
         r = self.ok(self.vma("verify", "-v", arch))
         check_read_report(self, r.outtext.splitlines(), read_file(arch))
 
+    def test_vmstate_ended_early_reaches_100(self):
+        """A live backup's RAM state declares an upper bound and ends
+        before it: the last progress line is still 100%, of what was read"""
+        vm = random_data(200000, 215)
+        arch = self.gen("v.vma", [("d", b"\3" * 70000)], [], vmstate=vm,
+                        vmstate_size=4 * MiB)
+        for cmd in (["verify", "-v", arch],
+                    ["extract", "-v", arch, os.path.join(self.box, "x")]):
+            with self.subTest(cmd=cmd[0]):
+                r = self.ok(self.vma(*cmd))
+                check_read_report(self, r.outtext.splitlines(),
+                                  read_file(arch))
+        # whole clusters: where the stream ends inside its last one is not
+        # recorded (the migration stream has its own end)
+        self.assertFileData(os.path.join(self.box, "x", "vmstate.bin"),
+                            vm + bytes(-len(vm) % 65536))
+
     def test_create_v(self):
         datas = [("drive-scsi0", mixed_data(3 * MiB + 4608, 214)),
                  ("drive-scsi1", bytes(200000))]
@@ -2606,6 +2623,9 @@ class Chain(ToolTest):
             self.ok(self.vma("verify", *self.archives[:k + 1]))
         r = self.ok(self.vma("verify", "-v", *self.archives))
         self.assertEqual(r.outtext.count("CTIME:"), 4)
+        # incrementals hold a few clusters of their disks: each still ends
+        # at 100%
+        self.assertEqual(r.outtext.count("\nprogress 100% "), 4, r.outtext)
 
     def test_strict_reader_refuses_incremental(self):
         """Without the blob (a reader that knows nothing of chains sees

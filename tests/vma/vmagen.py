@@ -275,7 +275,8 @@ def chain_blob(uuid, chain=(), disks=(), extra=""):
 
 def build(disks=(), configs=(), vmstate=None, order="seq", seed=0,
           per_extent=WRITER_SLOTS, trailing_extent=True, uuid=None,
-          ctime=None, blob_pad=0, blob_pad_fill=0, keep=None):
+          ctime=None, blob_pad=0, blob_pad_fill=0, keep=None,
+          vmstate_size=None):
     """Build an Archive.
 
     keep: {disk name: clusters} stores only those clusters of those disks
@@ -283,7 +284,9 @@ def build(disks=(), configs=(), vmstate=None, order="seq", seed=0,
 
     disks: [(name, data)] or [(name, data, size)]; data is bytes (shorter
     than size means zero-padded).  configs: [(name, data)].  vmstate: bytes
-    or None (its size in the header is its exact length).  blob_pad: bytes
+    or None (its size in the header is its exact length, or vmstate_size:
+    a live backup declares an upper bound and ends the stream before it).
+    blob_pad: bytes
     of padding after the last blob, the last one blob_pad_fill.
     """
     if per_extent not in range(1, MAX_SLOTS + 1):
@@ -315,7 +318,9 @@ def build(disks=(), configs=(), vmstate=None, order="seq", seed=0,
     if vmstate is not None:
         if len(vmstate) == 0:
             raise GenError("vmstate must not be empty")
-        a.devices.append((dev_id, VMSTATE, len(vmstate)))
+        if vmstate_size is not None and vmstate_size < len(vmstate):
+            raise GenError("vmstate_size below the stream's length")
+        a.devices.append((dev_id, VMSTATE, vmstate_size or len(vmstate)))
         per_dev.append(_mark([cluster_slot(dev_id, c, vmstate, len(vmstate))
                               for c in range(clusters_of(len(vmstate)))],
                              True))

@@ -127,6 +127,8 @@ void vma_progress_update(VmaProgress *p, uint64_t done)
 void vma_progress_finish(VmaProgress *p, uint64_t done)
 {
     if (p) {
+        /* Done: the total was an estimate (a RAM state, an incremental) */
+        p->total = done;
         progress_print(p, done, g_get_monotonic_time(), true);
     }
 }

@@ -25,7 +25,7 @@ void vma_progress_free(VmaProgress *p);
 /* @done bytes so far; rewrites the line at most twice a second */
 void vma_progress_update(VmaProgress *p, uint64_t done);
 
-/* Print the final line */
+/* Print the final line, after a success: @done is then the whole total */
 void vma_progress_finish(VmaProgress *p, uint64_t done);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmaProgress, vma_progress_free)

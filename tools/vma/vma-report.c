@@ -33,6 +33,15 @@ static int report_percent(uint64_t done, uint64_t total)
     return (int)(done / (total / 100));
 }
 
+static void report_progress_line(VmaReadReport *rep, int percent)
+{
+    rep->last_percent = percent;
+    printf("progress %d%% (read %" PRIu64 " bytes, duration %" PRId64
+           " sec)\n", percent, rep->clusters_read * VMA_CLUSTER_SIZE,
+           (int64_t)(time(NULL) - rep->start));
+    fflush(stdout);
+}
+
 VmaReadReport *vma_read_report_new(VmaReader *r)
 {
     VmaReadReport *rep = g_new0(VmaReadReport, 1);
@@ -69,11 +78,7 @@ void vma_read_report_cluster(VmaReadReport *rep, uint16_t mask)
     }
     percent = report_percent(rep->clusters_read, rep->clusters);
     if (percent != rep->last_percent) {
-        rep->last_percent = percent;
-        printf("progress %d%% (read %" PRIu64 " bytes, duration %" PRId64
-               " sec)\n", percent, rep->clusters_read * VMA_CLUSTER_SIZE,
-               (int64_t)(time(NULL) - rep->start));
-        fflush(stdout);
+        report_progress_line(rep, percent);
     }
 }
 
@@ -88,6 +93,14 @@ void vma_read_report_finish(VmaReadReport *rep)
         printf("vma archive contains no image data\n");
         fflush(stdout);
         return;
+    }
+    /*
+     * The whole archive was read: a RAM state that ended before its
+     * declared size, or an incremental archive that holds only some
+     * clusters, never got there by counting
+     */
+    if (rep->last_percent != 100) {
+        report_progress_line(rep, 100);
     }
     total = rep->clusters_read * VMA_CLUSTER_SIZE;
     printf("total bytes read %" PRIu64 ", sparse bytes %" PRIu64
