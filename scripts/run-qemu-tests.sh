@@ -45,6 +45,12 @@
 #                     extracted, equal bit for bit to the disks at its
 #                     instant and booted to check itself; vma merge of the
 #                     chain == its extract.  About 2 minutes under TCG.
+#   guest-stopcont    tests/guest/test_stop_cont.py: a kit guest writing
+#                     its disks on virtio-blk and virtio-scsi in an
+#                     iothread, throttled, stopped and continued 150
+#                     times: both writers must go on after every cont
+#                     (the lost interrupts of patches 0014 and 0015).
+#                     About 1 minute.
 #
 # iotests: "not run" counts as skipped; a test ./check did not report (it
 # crashed or timed out) counts as failed.  If the QEMU build fails, every
@@ -367,6 +373,27 @@ run_guest_incremental() {
     fi
 }
 
+# --- guest-stopcont ----------------------------------------------------------
+GUEST_STOPCONT_TESTS=2       # the raw writer on virtio-scsi, the ext4 writer on virtio-blk
+run_guest_stopcont() {
+    local start=$SECONDS log=$LOGDIR/guest-stopcont.log rc last
+    timeout -k 30 "$GUEST_TIMEOUT" python3 tests/guest/test_stop_cont.py "$BUILD" >"$log" 2>&1
+    rc=$?
+    [ $rc -eq 124 ] && echo "guest-stopcont: killed after ${GUEST_TIMEOUT}s"
+    grep -E '^guest kit|^--- |^SKIP' "$log" | sed 's/^/guest-stopcont: /'
+    last=$(tail -n 1 "$log")
+    if [[ $last =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)?$ ]]; then
+        local p=${BASH_REMATCH[1]} f=${BASH_REMATCH[2]} s=${BASH_REMATCH[4]:-0}
+        [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+        [ "$f" -gt 0 ] && grep -E '^FAIL|FAILED|STALLED' "$log" | head -n 30
+        record guest-stopcont "$p" "$f" "$s" $((SECONDS - start))
+    else
+        echo "guest-stopcont: tests/guest/test_stop_cont.py ended without a summary (exit $rc); last lines of $log:"
+        tail -n 20 "$log"
+        record guest-stopcont 0 1 0 $((SECONDS - start))
+    fi
+}
+
 # --- clang -Werror build -----------------------------------------------------
 # The same tree built with clang and -Werror: QEMU's thread-safety analysis
 # (GRAPH_RDLOCK, coroutine_fn, lock annotations) over the whole series
@@ -383,10 +410,10 @@ run_clang() {
 
 # ---------------------------------------------------------------------------
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(patches iotests-upstream iotests-vma tool-qemu qtest clang-werror ceph guest guest-instant guest-vmstate guest-incremental)
+[ ${#groups[@]} -gt 0 ] || groups=(patches iotests-upstream iotests-vma tool-qemu qtest clang-werror ceph guest guest-instant guest-vmstate guest-incremental guest-stopcont)
 for g in "${groups[@]}"; do
     case $g in
-        patches|iotests-upstream|iotests-vma|tool-qemu|qtest|clang-werror|ceph|guest|guest-instant|guest-vmstate|guest-incremental) ;;
+        patches|iotests-upstream|iotests-vma|tool-qemu|qtest|clang-werror|ceph|guest|guest-instant|guest-vmstate|guest-incremental|guest-stopcont) ;;
         *) echo "run-qemu-tests: unknown group '$g'" >&2; exit 2 ;;
     esac
 done
@@ -394,7 +421,8 @@ want() { [[ " ${groups[*]} " == *" $1 "* ]]; }
 
 want patches && run_patches
 if want iotests-upstream || want iotests-vma || want tool-qemu || want qtest || want ceph || want guest ||
-   want guest-instant || want guest-vmstate || want guest-incremental || want clang-werror; then
+   want guest-instant || want guest-vmstate || want guest-incremental || want guest-stopcont ||
+   want clang-werror; then
     if build_qemu; then
         want iotests-upstream && IOTEST_RETRY=1 run_iotests iotests-upstream -- "${UPSTREAM_IOTESTS[@]}"
         want iotests-vma && run_vma_iotests
@@ -406,6 +434,7 @@ if want iotests-upstream || want iotests-vma || want tool-qemu || want qtest || 
         want guest-instant && run_guest_instant
         want guest-vmstate && run_guest_vmstate
         want guest-incremental && run_guest_incremental
+        want guest-stopcont && run_guest_stopcont
     else
         want iotests-upstream && record_unbuilt iotests-upstream ${#UPSTREAM_IOTESTS[@]}
         want iotests-vma && record_unbuilt iotests-vma ${#VMA_IOTESTS[@]}
@@ -417,6 +446,7 @@ if want iotests-upstream || want iotests-vma || want tool-qemu || want qtest || 
         want guest-instant && record_unbuilt guest-instant $GUEST_INSTANT_TESTS
         want guest-vmstate && record_unbuilt guest-vmstate $GUEST_VMSTATE_TESTS
         want guest-incremental && record_unbuilt guest-incremental $GUEST_INCREMENTAL_TESTS
+        want guest-stopcont && record_unbuilt guest-stopcont $GUEST_STOPCONT_TESTS
     fi
 fi
 

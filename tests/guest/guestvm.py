@@ -68,14 +68,16 @@ class QMP:
 class Guest:
     """One VM booting the kit.  drives: list of (id, path, format, bus)
     with bus 'virtio' (virtio-blk in iothread io0) or 'scsi' (scsi-hd on a
-    virtio-scsi controller)."""
+    virtio-scsi controller, scsihw0: in the main loop, or in iothread io0
+    with scsi_iothread=True)."""
 
     def __init__(self, qemu, kit, workdir, name, accel, drives, work,
-                 echo=None, memory=256):
+                 echo=None, memory=256, scsi_iothread=False):
         self.qemu, self.kit, self.workdir, self.name = qemu, kit, workdir, name
         self.accel, self.drives, self.work = accel, drives, work
         self.echo = echo                  # called with each console line
         self.memory = memory
+        self.scsi_iothread = scsi_iothread
         self.lines = []                   # (host monotonic time, line)
         self.cond = threading.Condition()
         self.proc = None
@@ -98,7 +100,8 @@ class Guest:
              '-serial', 'chardev:con',
              '-object', 'iothread,id=io0']
         if any(bus == 'scsi' for _, _, _, bus in self.drives):
-            a += ['-device', 'virtio-scsi-pci,id=scsihw0']
+            a += ['-device', 'virtio-scsi-pci,id=scsihw0' +
+                  (',iothread=io0' if self.scsi_iothread else '')]
         for drive_id, path, fmt, bus in self.drives:
             a += ['-drive', f'if=none,id={drive_id},file={path},format={fmt},'
                   'cache=writeback,discard=unmap']
