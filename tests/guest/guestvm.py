@@ -8,6 +8,7 @@ serial console (another unix socket) line by line.  Python stdlib only.
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -274,6 +275,21 @@ def choose_accel(qemu, kit, workdir, kvm_timeout=8, tcg_timeout=60):
     ok, why = probe(qemu, kit, workdir, 'tcg', tcg_timeout)
     notes.append(why)
     return ('tcg' if ok else None), '; '.join(notes)
+
+
+def private_kit_and_accel(build, work):
+    """Copy the kit into @work (a rebuild of the shared one, by another
+    checkout changing its inputs, removes the old one while we boot it) and
+    choose the accelerator; prints both.  (kit, accel or None, explanation);
+    OSError when QEMU cannot run at all."""
+    shared_kit = build_kit()
+    kit = os.path.join(work, 'kit')
+    shutil.copytree(shared_kit, kit)
+    accel, why = choose_accel(os.path.join(build, 'qemu-system-x86_64'),
+                              kit, work)
+    print(f'guest kit {shared_kit} (copied); accelerator: '
+          f'{accel or "none"} ({why})', flush=True)
+    return kit, accel, why
 
 
 # Reporting, shared by the test scripts

@@ -47,8 +47,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from guestvm import (Guest, QMPError, build_kit,  # noqa: E402
-                     choose_accel, print_totals, report_tests)
+from guestvm import (Guest, QMPError, print_totals,  # noqa: E402
+                     private_kit_and_accel, report_tests)
 from livebackup import (BLK_DEV, FS_DEV, MiB, Env,  # noqa: E402
                         make_disks)
 
@@ -264,20 +264,12 @@ def main():
     work = tempfile.mkdtemp(prefix='vma-guest-stopcont.', dir='/var/tmp')
     say = lambda m: print(f'  {m}', flush=True)     # noqa: E731
 
-    # A private copy of the kit: a rebuild of the shared one (another
-    # checkout changing its inputs) removes the old one while we boot it
-    shared_kit = build_kit()
-    kit = os.path.join(work, 'kit')
-    shutil.copytree(shared_kit, kit)
     try:
-        accel, why = choose_accel(os.path.join(build, 'qemu-system-x86_64'),
-                                  kit, work)
+        kit, accel, why = private_kit_and_accel(build, work)
     except OSError as e:
         print(f'cannot run QEMU: {e}')
         print(f'0 passed, {len(NAMES)} failed')
         return 1
-    print(f'guest kit {shared_kit} (copied); accelerator: '
-          f'{accel or "none"} ({why})', flush=True)
     ok = {}
     if accel:
         print(f'--- stop/cont with requests in flight (seed {seed}: disks '
